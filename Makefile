@@ -1,0 +1,32 @@
+# The two commands: `make demo` and `make test`. Everything else is a helper of those.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+DEMO_DIR ?= demo-mesh
+
+.PHONY: demo test venv lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/trustmesh demo $(DEMO_DIR) --port $(PORT) --replace
+
+test: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest
+
+bench: venv
+	$(BIN)/python bench/build.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -1,0 +1,190 @@
+"""The catalog, read side: list, show, versions, search with facets, and reading any published version."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import select
+
+from trustmesh.errors import NotFound, UsageError
+from trustmesh.metastore import Metastore
+from trustmesh.metastore.iceberg import snapshot_files
+from trustmesh.metastore.schema import (
+    ColumnRow,
+    DatasetRow,
+    DomainRow,
+    PersonRow,
+    ProductRow,
+    RoleRow,
+    VersionRow,
+)
+from trustmesh.metastore.search import FACETS, search
+
+ROLE_ORDER = ["data-owner", "data-domain-steward", "data-product-owner", "developer"]
+
+
+def normalise_address(address: str) -> str:
+    """Accept `d.p.ds` and the port-qualified `d.p.port.ds` (one dataset per port); quotes are ignored."""
+    parts = [p.strip('"') for p in address.strip().split(".")]
+    if len(parts) == 4 and parts[2] == parts[3]:
+        parts = parts[:2] + parts[3:]
+    if len(parts) != 3 or not all(parts):
+        raise UsageError(f"{address!r} is not a dataset address — fix: use <domain>.<product>.<dataset>, "
+                         "e.g. bts.flights-dp.flights")
+    return ".".join(parts)
+
+
+class Catalog:
+    """Everything a consumer can find out about published products, from the metastore."""
+
+    def __init__(self, store: Metastore, iceberg: Callable[[], Any]) -> None:
+        self.store = store
+        self.iceberg = iceberg
+
+    def domains(self) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            rows = s.scalars(select(DomainRow).order_by(DomainRow.name)).all()
+            counts = Counter(s.scalars(select(ProductRow.domain)).all())
+            return [{"name": d.name, "kind": d.kind, "sector": d.sector, "description": d.description,
+                     "products": counts.get(d.name, 0)} for d in rows]
+
+    def datasets(self, domain: str | None = None) -> list[dict[str, Any]]:
+        with self.store.session() as s:
+            query = select(DatasetRow, ProductRow).join(ProductRow, ProductRow.address == DatasetRow.product)
+            if domain:
+                query = query.where(DatasetRow.domain == domain)
+            out = []
+            for ds, product in s.execute(query.order_by(DatasetRow.address)).all():
+                latest = self._version_row(s, ds.address, ds.current_version)
+                out.append({**_dataset_summary(ds, product), "rows": latest.row_count if latest else None,
+                            "published_at": latest.published_at.isoformat() if latest else None})
+            return out
+
+    def owners(self, domain: str) -> dict[str, list[dict[str, Any]]]:
+        with self.store.session() as s:
+            rows = s.execute(select(RoleRow.role, PersonRow).join(PersonRow, PersonRow.id == RoleRow.person_id)
+                             .where(RoleRow.domain == domain)).all()
+        by_role: dict[str, list[dict[str, Any]]] = {r: [] for r in ROLE_ORDER}
+        for role, person in rows:
+            by_role.setdefault(role, []).append({"id": person.id, "name": person.name, "email": person.email})
+        return by_role
+
+    def show(self, address: str) -> dict[str, Any]:
+        address = normalise_address(address)
+        with self.store.session() as s:
+            ds = s.get(DatasetRow, address)
+            if ds is None:
+                raise NotFound(f"no dataset {address} in the catalog — fix: `trustmesh search` or "
+                               "`trustmesh catalog list` to find it; build it first if it is new")
+            product = s.get(ProductRow, ds.product)
+            assert product is not None
+            cols = s.scalars(select(ColumnRow).where(ColumnRow.dataset == address).order_by(ColumnRow.position)).all()
+            domain = s.get(DomainRow, ds.domain)
+            latest = self._version_row(s, address, ds.current_version)
+            out = {
+                **_dataset_summary(ds, product),
+                "sector": domain.sector if domain else None,
+                "product_description": product.description,
+                "product_status": product.status,
+                "tier": product.tier,
+                "contract_version": ds.contract_version,
+                "sla": ds.contract.get("slaProperties", []),
+                "columns": [_column(c) for c in cols],
+                "current_version": _version(latest) if latest else None,
+                "inputs": product.inputs,
+            }
+        out["owners"] = self.owners(ds.domain)
+        return out
+
+    def product(self, address: str) -> dict[str, Any]:
+        with self.store.session() as s:
+            product = s.get(ProductRow, address)
+            if product is None:
+                raise NotFound(f"no product {address} in the catalog — fix: see `trustmesh catalog list`")
+            datasets = s.scalars(select(DatasetRow.address).where(DatasetRow.product == address)
+                                 .order_by(DatasetRow.address)).all()
+            domain = s.get(DomainRow, product.domain)
+            info = {"address": product.address, "domain": product.domain, "name": product.name,
+                    "kind": product.kind, "tier": product.tier, "status": product.status, "version": product.version,
+                    "description": product.description, "tags": product.tags, "team": product.team,
+                    "inputs": product.inputs, "sector": domain.sector if domain else None,
+                    "domain_kind": domain.kind if domain else None,
+                    "built_at": product.built_at.isoformat() if product.built_at else None}
+        info["owners"] = self.owners(info["domain"])
+        info["datasets"] = [{**self.show(a), "versions": self.versions(a)} for a in datasets]
+        return info
+
+    def versions(self, address: str) -> list[dict[str, Any]]:
+        address = normalise_address(address)
+        with self.store.session() as s:
+            if s.get(DatasetRow, address) is None:
+                raise NotFound(f"no dataset {address} in the catalog — fix: see `trustmesh catalog list`")
+            rows = s.scalars(select(VersionRow).where(VersionRow.dataset == address)
+                             .order_by(VersionRow.version.desc())).all()
+            return [_version(v) for v in rows]
+
+    def version_files(self, address: str, version: int | None = None) -> tuple[int, list[str]]:
+        """The data files of a version (default: the one currently served), planned from its Iceberg snapshot."""
+        address = normalise_address(address)
+        with self.store.session() as s:
+            ds = s.get(DatasetRow, address)
+            if ds is None:
+                raise NotFound(f"no dataset {address} in the catalog")
+            number = version if version is not None else ds.current_version
+            row = self._version_row(s, address, number)
+            if row is None:
+                known = s.scalars(select(VersionRow.version).where(VersionRow.dataset == address)).all()
+                raise NotFound(f"{address} has no version {number} — fix: pick one of {sorted(known) or 'none yet'}")
+        return row.version, snapshot_files(self.iceberg(), address, row.snapshot_id)
+
+    def read(self, address: str, version: int | None = None) -> Any:
+        """A published version as an Arrow table (for owners and the platform; consumers go through query)."""
+        import duckdb
+
+        _, files = self.version_files(address, version)
+        con = duckdb.connect()
+        try:
+            return con.sql(f"SELECT * FROM read_parquet({files!r})").to_arrow_table()
+        finally:
+            con.close()
+
+    def search(self, text: str, *, limit: int = 50, **filters: Any) -> dict[str, Any]:
+        """Ranked hits (datasets and columns) and facet counts over all hits."""
+        filters = {k: v for k, v in filters.items() if v is not None}
+        unknown = set(filters) - set(FACETS)
+        if unknown:
+            raise UsageError(f"unknown search filter(s) {sorted(unknown)} — fix: use {', '.join(FACETS)}")
+        with self.store.session() as s:
+            hits = search(s, text, filters, limit=max(limit, 200))
+        facets = {f: dict(Counter(str(getattr(h, f)).lower() if f == "has_pii" else getattr(h, f) for h in hits
+                                  if h.kind == "dataset")) for f in FACETS}
+        return {"query": text, "filters": filters, "hits": [h.to_dict() for h in hits[:limit]],
+                "total": len(hits), "facets": facets}
+
+    @staticmethod
+    def _version_row(s: Any, address: str, number: int | None) -> VersionRow | None:
+        if number is None:
+            return None
+        return s.scalars(select(VersionRow).where(VersionRow.dataset == address, VersionRow.version == number)).first()
+
+
+def _dataset_summary(ds: DatasetRow, product: ProductRow) -> dict[str, Any]:
+    return {"address": ds.address, "name": ds.name, "domain": ds.domain, "product": ds.product,
+            "product_kind": product.kind, "description": ds.description, "classification": ds.classification,
+            "sensitivity": ds.sensitivity, "has_pii": ds.has_pii, "version": ds.current_version,
+            "tags": ds.contract.get("tags", [])}
+
+
+def _column(c: ColumnRow) -> dict[str, Any]:
+    return {"name": c.name, "logical_type": c.logical_type, "physical_type": c.physical_type,
+            "description": c.description, "required": c.required, "primary_key": c.primary_key,
+            "unique": c.unique, "classification": c.classification, "sensitivity": c.sensitivity,
+            "pii_type": c.pii_type, "glossary_term": c.glossary_term, "tags": c.tags}
+
+
+def _version(v: VersionRow) -> dict[str, Any]:
+    return {"version": v.version, "published_at": v.published_at.isoformat(), "rows": v.row_count,
+            "snapshot_id": v.snapshot_id, "build_id": v.build_id, "contract_version": v.contract_version,
+            "columns": v.columns, "inputs": v.inputs}

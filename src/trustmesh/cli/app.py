@@ -1,0 +1,312 @@
+"""Command definitions. Each parses its input, calls the service, and renders the result."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from trustmesh.cli.render import BuildProgress, console, error_console, print_json, print_problems, table
+from trustmesh.errors import InvalidMesh, UsageError
+from trustmesh.service import MESH_ENV, Workspace
+
+app = typer.Typer(
+    name="trustmesh",
+    help="Publish, discover, request and query governed data products — a data mesh on your laptop.\n\n"
+    "Start with `trustmesh demo` for a built example mesh, or `trustmesh init my-mesh`.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+new_app = typer.Typer(help="Scaffold a domain or a product that validates and builds as written.", no_args_is_help=True)
+catalog_app = typer.Typer(help="Browse the catalog: datasets, their schema, owners and versions.", no_args_is_help=True)
+app.add_typer(new_app, name="new")
+app.add_typer(catalog_app, name="catalog")
+
+MeshOpt = Annotated[Path | None, typer.Option("--mesh", help=f"The mesh folder (default: ${MESH_ENV}, or the current folder).",
+                                              show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def _workspace(mesh: Path | None) -> Workspace:
+    return Workspace.open(mesh)
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Folder for the new mesh (created if missing).")] = Path("."),
+    name: Annotated[str | None, typer.Option(help="Mesh name (default: the folder's name).")] = None,
+    json: JsonOpt = False,
+) -> None:
+    """Create a new mesh repo skeleton.
+
+    Example: `trustmesh init my-mesh && cd my-mesh`
+    """
+    from trustmesh.scaffold import init_mesh
+
+    path = init_mesh(directory, name)
+    if json:
+        print_json({"created": str(path)})
+    else:
+        console.print(f"created {path}\nnext: [bold]trustmesh new domain NAME --kind ssot --sector SECTOR[/]")
+
+
+@new_app.command("domain")
+def new_domain(
+    name: Annotated[str, typer.Argument(help="Domain name, e.g. bts.")],
+    kind: Annotated[str, typer.Option(help="ssot (an agency) or trusted-centre (a sector's aggregator).")] = "ssot",
+    sector: Annotated[str, typer.Option(help="Sector, e.g. transport.")] = "general",
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Scaffold domains/NAME/domain.yaml with people in every role.
+
+    Example: `trustmesh new domain bts --kind ssot --sector transport`
+    """
+    from trustmesh.scaffold import new_domain as scaffold
+
+    path = scaffold(_workspace(mesh).root, name, kind, sector)
+    print_json({"created": str(path)}) if json else console.print(
+        f"created {path}\nnext: edit the people, then [bold]trustmesh new product {name}/NAME[/]")
+
+
+@new_app.command("product")
+def new_product(
+    target: Annotated[str, typer.Argument(help="DOMAIN/PRODUCT, e.g. bts/flights-dp.")],
+    dataset: Annotated[str | None, typer.Option(help="Name of its first output dataset.")] = None,
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Scaffold a product (ODPS descriptor, ODCS contract, SQL, example data) that builds as is.
+
+    Example: `trustmesh new product bts/flights-dp`
+    """
+    from trustmesh.scaffold import new_product as scaffold
+
+    domain, sep, name = target.replace(".", "/").partition("/")
+    if not sep or not name:
+        raise UsageError(f"{target!r} is not DOMAIN/PRODUCT — fix: e.g. `trustmesh new product bts/flights-dp`")
+    path = scaffold(_workspace(mesh).root, domain, name, dataset)
+    print_json({"created": str(path)}) if json else console.print(
+        f"created {path.parent}\nnext: edit its SQL and contract, then [bold]trustmesh validate[/] and [bold]trustmesh build[/]")
+
+
+@app.command()
+def validate(mesh: MeshOpt = None, json: JsonOpt = False) -> None:
+    """Check every descriptor, contract, reference and SQL file; report all problems at once.
+
+    Checks ODPS v1.0.0 and ODCS v3.1.0 schemas, unique addresses, references, cycles, that the SQL
+    parses and that its output columns match the contract. Exit 1 when any error is found.
+
+    Example: `trustmesh validate --json`
+    """
+    ws = _workspace(mesh)
+    problems = ws.validate()
+    errors = [p for p in problems if p.severity == "error"]
+    if json:
+        print_json({"ok": not errors, "problems": [p.to_dict() for p in problems]})
+    else:
+        print_problems(problems)
+        if errors:
+            console.print(f"[red]{len(errors)} error(s)[/] in {ws.root}")
+        else:
+            mesh_ = ws.mesh
+            console.print(f"[green]valid[/]: {len(mesh_.domains)} domains, {len(mesh_.products)} products, "
+                          f"{len(mesh_.datasets)} datasets")
+    if errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def build(
+    selector: Annotated[str | None, typer.Argument(
+        help="What to build: a domain, DOMAIN.PRODUCT, or a dataset address; prefix + for upstream, "
+             "suffix + for downstream. Default: everything.")] = None,
+    full: Annotated[bool, typer.Option("--full", help="Rebuild even products whose inputs, SQL and contract are unchanged.")] = False,
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Land inputs as bronze, run the SQL on DuckDB, check against the contracts, publish new versions.
+
+    A product is published whole or not at all; a failing product keeps its previous version served.
+    Unchanged products are skipped.
+
+    Examples: `trustmesh build`, `trustmesh build transport-tc`, `trustmesh build +transport-tc.punctuality-dp`
+    """
+    ws = _workspace(mesh)
+    try:
+        with BuildProgress(enabled=not json and error_console.is_terminal) as progress:
+            result = ws.build(selector, full=full, progress=progress)
+    except InvalidMesh as exc:
+        if json:
+            print_json({"ok": False, "problems": [p.to_dict() for p in exc.problems]})
+        else:
+            print_problems(exc.problems)
+            console.print("[red]nothing was built[/]: fix the problems above (see `trustmesh validate`)")
+        raise typer.Exit(1) from exc
+    if json:
+        print_json(result.to_dict())
+    else:
+        rows = [[r.address, r.status, f"{r.rows:,}" if r.status == "published" else "",
+                 f"{r.duration_s:.2f}s", ", ".join(f"{a.rsplit('.', 1)[1]} v{v}" for a, v in r.versions.items())
+                 or r.message] for r in result.products]
+        console.print(table(f"build {result.build_id}", ["product", "status", "rows", "duration", "version"], rows))
+        for r in result.products:
+            if r.problems:
+                console.print(f"[red]{r.address}[/]: {r.message}")
+                print_problems(r.problems)
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@catalog_app.command("list")
+def catalog_list(
+    domain: Annotated[str | None, typer.Option(help="Only this domain's datasets.")] = None,
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List published datasets with classification, version and rows.
+
+    Example: `trustmesh catalog list --domain bts`
+    """
+    items = _workspace(mesh).catalog.datasets(domain)
+    if json:
+        print_json(items)
+        return
+    console.print(table(None, ["address", "kind", "classification", "pii", "version", "rows"],
+                        [[d["address"], d["product_kind"], d["classification"], "yes" if d["has_pii"] else "",
+                          d["version"], f"{d['rows']:,}" if d["rows"] is not None else ""] for d in items]))
+
+
+@catalog_app.command("show")
+def catalog_show(
+    address: Annotated[str, typer.Argument(help="Dataset address, e.g. bts.flights-dp.flights.")],
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Show a dataset: description, owners by role, schema with classification, current version.
+
+    Example: `trustmesh catalog show bts.flights-dp.flights`
+    """
+    info = _workspace(mesh).catalog.show(address)
+    if json:
+        print_json(info)
+        return
+    console.print(f"[bold]{info['address']}[/]  ({info['product_kind']}, {info['tier']}, "
+                  f"classification {info['classification']}, sensitivity {info['sensitivity']})")
+    console.print(info["description"])
+    for role, people in info["owners"].items():
+        if people:
+            console.print(f"  {role}: " + ", ".join(f"{p['name']} <{p['email']}>" for p in people))
+    console.print(table("schema", ["column", "type", "required", "key", "classification", "sensitivity", "pii", "description"],
+                        [[c["name"], c["physical_type"] or c["logical_type"], "yes" if c["required"] else "",
+                          "pk" if c["primary_key"] else "", c["classification"], c["sensitivity"], c["pii_type"],
+                          c["description"]] for c in info["columns"]]))
+    v = info["current_version"]
+    console.print(f"version {v['version']}: {v['rows']:,} rows, published {v['published_at']}" if v else "not yet published")
+
+
+@catalog_app.command("versions")
+def catalog_versions(
+    address: Annotated[str, typer.Argument(help="Dataset address.")],
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """List every published version of a dataset (newest first); each stays readable.
+
+    Example: `trustmesh catalog versions bts.flights-dp.flights`
+    """
+    items = _workspace(mesh).catalog.versions(address)
+    if json:
+        print_json(items)
+        return
+    console.print(table(None, ["version", "published", "rows", "contract", "snapshot", "build"],
+                        [[v["version"], v["published_at"], f"{v['rows']:,}", v["contract_version"], v["snapshot_id"],
+                          v["build_id"]] for v in items]))
+
+
+@app.command()
+def search(
+    text: Annotated[str, typer.Argument(help="Words to find in names, descriptions, columns, tags and glossary terms.")],
+    domain: Annotated[str | None, typer.Option(help="Only this domain.")] = None,
+    classification: Annotated[str | None, typer.Option(help="Only this classification, e.g. restricted.")] = None,
+    pii: Annotated[bool | None, typer.Option("--pii/--no-pii", help="Only datasets/columns with (or without) personal data.",
+                                              show_default=False)] = None,
+    sector: Annotated[str | None, typer.Option(help="Only this sector.")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many hits.")] = 20,
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Full-text search over the catalog, ranked, with facets.
+
+    Examples: `trustmesh search "flight delay"`, `trustmesh search nric --pii`
+    """
+    result = _workspace(mesh).catalog.search(text, limit=limit, domain=domain, classification=classification,
+                                             has_pii=pii, sector=sector)
+    if json:
+        print_json(result)
+        return
+    console.print(table(f"{result['total']} hit(s) for {text!r}", ["kind", "address", "domain", "classification", "pii"],
+                        [[h["kind"], h["address"], h["domain"], h["classification"], "yes" if h["has_pii"] else ""]
+                         for h in result["hits"]]))
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    mesh: MeshOpt = None,
+) -> None:
+    """Serve the REST API (/api/v1, OpenAPI at /docs) and the web UI for this mesh.
+
+    Example: `trustmesh serve --port 8000`
+    """
+    ws = _workspace(mesh)
+    _serve(ws, host, port, workers)
+
+
+def _serve(ws: Workspace, host: str, port: int, workers: int) -> None:
+    import uvicorn
+
+    ws.store  # noqa: B018 - fail fast with a clear message when the metastore cannot be reached
+    os.environ[MESH_ENV] = str(ws.root)
+    console.print(f"serving {ws.root} at [bold]http://{host}:{port}[/]  (API docs: http://{host}:{port}/docs)")
+    uvicorn.run("trustmesh.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
+                log_level="warning")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Argument(help="Folder for the demo mesh.")] = Path("demo-mesh"),
+    serve_: Annotated[bool, typer.Option("--serve/--no-serve", help="Serve it when built.")] = True,
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 8000,
+    json: JsonOpt = False,
+) -> None:
+    """Write the demo mesh (real NYC flights 2013, synthetic people) to DIR, build it, and serve it.
+
+    Re-running on an existing demo folder rebuilds only what changed.
+
+    Example: `trustmesh demo demo-mesh --port 8000`
+    """
+    from trustmesh.demo import write_demo
+
+    if not (directory / "mesh.yaml").exists():
+        if directory.exists() and any(directory.iterdir()):
+            raise UsageError(f"{directory} exists and is not empty — fix: pick a new folder or remove it")
+        write_demo(directory)
+    ws = Workspace.open(directory)
+    with BuildProgress(enabled=not json and error_console.is_terminal) as progress:
+        result = ws.build(progress=progress)
+    if json:
+        print_json(result.to_dict())
+    else:
+        console.print(table(f"demo mesh in {ws.root}", ["product", "status", "rows", "duration"],
+                            [[r.address, r.status, f"{r.rows:,}", f"{r.duration_s:.2f}s"] for r in result.products]))
+    if not result.ok:
+        raise typer.Exit(1)
+    if serve_:
+        _serve(ws, "127.0.0.1", port, 1)

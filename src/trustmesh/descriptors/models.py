@@ -1,0 +1,216 @@
+"""Typed models of mesh.yaml, domain.yaml, ODPS products and ODCS contracts, in the product's words."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
+DATASET_PATTERN = r"^[a-z][a-z0-9_]*$"
+
+IM8_LEVELS = ["official-open", "official-closed", "restricted", "confidential", "secret", "top-secret"]
+SENSITIVITIES = ["non-sensitive", "sensitive-normal", "sensitive-high"]
+PII_TYPES = ["nric", "name", "email", "phone", "address", "postal-code", "date-of-birth"]
+DOMAIN_ROLES = ["data-owner", "data-domain-steward", "data-product-owner", "developer"]
+MESH_ROLES = ["governance-admin", "auditor"]
+PRODUCT_KINDS = ["source-aligned", "aggregated", "consumer-aligned"]
+TIERS = ["bronze", "silver", "gold"]
+
+
+class Strict(BaseModel):
+    """Descriptor sections owned by trustmesh: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class GlossaryTerm(Strict):
+    term: str = Field(pattern=NAME_PATTERN)
+    definition: str
+    synonyms: list[str] = []
+
+
+class Person(Strict):
+    id: str = Field(pattern=r"^[a-z][a-z0-9._-]*$")
+    name: str
+    email: str | None = None
+    roles: list[str] = []
+    clearance: str | None = None
+    attributes: dict[str, Any] = {}
+
+
+class ClassificationScheme(Strict):
+    levels: list[str] = Field(default_factory=lambda: list(IM8_LEVELS), min_length=1)
+    sensitivities: list[str] = Field(default_factory=lambda: list(SENSITIVITIES), min_length=1)
+    pii_types: list[str] = Field(default_factory=lambda: list(PII_TYPES), alias="piiTypes")
+
+
+class Governance(Strict):
+    classification: ClassificationScheme = Field(default_factory=ClassificationScheme)
+    glossary: list[GlossaryTerm] = []
+
+
+class Platform(Strict):
+    metastore: str = "sqlite:///.trustmesh/metastore.db"
+    metastore_env: str = Field("TRUSTMESH_METASTORE_URL", alias="metastoreEnv")
+    warehouse: str = ".trustmesh/warehouse"
+    engine: Literal["duckdb"] = "duckdb"
+
+
+class MeshConfig(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    platform: Platform = Field(default_factory=Platform)
+    governance: Governance = Field(default_factory=Governance)
+    people: list[Person] = []
+
+
+class DomainSpec(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    kind: Literal["ssot", "trusted-centre"]
+    sector: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    people: list[Person] = []
+    glossary: list[GlossaryTerm] = []
+
+    def people_in_role(self, role: str) -> list[Person]:
+        return [p for p in self.people if role in p.roles]
+
+
+class SourceSpec(BaseModel):
+    """Where an input port reads from: a file, a database table, or another product's dataset."""
+
+    type: Literal["file", "database", "product"]
+    path: str | None = None
+    format: Literal["csv", "parquet", "json"] | None = None
+    options: dict[str, Any] = {}
+    url_env: str | None = Field(None, alias="urlEnv")
+    table: str | None = None
+    address: str | None = None
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class InputPort(BaseModel):
+    name: str
+    version: str
+    contract_id: str
+    source: SourceSpec
+
+
+class Column(BaseModel):
+    """One property of an ODCS schema object, with trustmesh's classification fields lifted out."""
+
+    name: str
+    logical_type: str
+    physical_type: str | None = None
+    description: str = ""
+    required: bool = False
+    primary_key: bool = False
+    primary_key_position: int = -1
+    unique: bool = False
+    classification: str | None = None
+    sensitivity: str = "non-sensitive"
+    pii_type: str | None = None
+    glossary_term: str | None = None
+    tags: list[str] = []
+
+
+class Contract(BaseModel):
+    """An ODCS v3.1.0 data contract for one output dataset."""
+
+    id: str
+    name: str
+    version: str
+    status: str
+    description: dict[str, Any] = {}
+    tags: list[str] = []
+    dataset_description: str = ""
+    columns: list[Column]
+    sla: list[dict[str, Any]] = []
+    file: str
+    document: dict[str, Any]
+
+    def column(self, name: str) -> Column | None:
+        return next((c for c in self.columns if c.name == name), None)
+
+    @property
+    def primary_key(self) -> list[str]:
+        keyed = [c for c in self.columns if c.primary_key]
+        return [c.name for c in sorted(keyed, key=lambda c: (c.primary_key_position, self.columns.index(c)))]
+
+
+class OutputDataset(BaseModel):
+    """An output port of a product and the one dataset it serves."""
+
+    address: str
+    domain: str
+    product: str
+    name: str
+    version: str
+    description: str = ""
+    sql_file: str
+    sql: str | None = None
+    contract: Contract | None = None
+
+
+class Product(BaseModel):
+    """An ODPS v1.0.0 data product descriptor and the files around it."""
+
+    address: str
+    domain: str
+    name: str
+    kind: str
+    tier: str = "gold"
+    status: str
+    version: str = ""
+    description: dict[str, Any] = {}
+    tags: list[str] = []
+    team: list[dict[str, Any]] = []
+    inputs: list[InputPort] = []
+    outputs: list[OutputDataset] = []
+    folder: Path
+    file: str
+    document: dict[str, Any]
+
+    def input_named(self, name: str) -> InputPort | None:
+        return next((p for p in self.inputs if p.name == name), None)
+
+    @property
+    def upstream_addresses(self) -> list[str]:
+        return [p.source.address for p in self.inputs if p.source.type == "product" and p.source.address]
+
+
+class Mesh(BaseModel):
+    """The whole mesh repo, loaded: configuration, domains, products and their datasets."""
+
+    root: Path
+    config: MeshConfig
+    domains: dict[str, DomainSpec] = {}
+    products: dict[str, Product] = {}
+
+    @property
+    def datasets(self) -> dict[str, OutputDataset]:
+        return {d.address: d for p in self.products.values() for d in p.outputs}
+
+    def person(self, person_id: str) -> Person | None:
+        for p in self.config.people:
+            if p.id == person_id:
+                return p
+        for d in self.domains.values():
+            for p in d.people:
+                if p.id == person_id:
+                    return p
+        return None
+
+    def glossary_terms(self, domain: str | None = None) -> dict[str, GlossaryTerm]:
+        """Terms visible from a domain: global, the domain's sector (its Trusted Centres), its own."""
+        terms = {t.term: t for t in self.config.governance.glossary}
+        if domain and domain in self.domains:
+            sector = self.domains[domain].sector
+            for d in self.domains.values():
+                if d.kind == "trusted-centre" and d.sector == sector:
+                    terms.update({t.term: t for t in d.glossary})
+            terms.update({t.term: t for t in self.domains[domain].glossary})
+        return terms

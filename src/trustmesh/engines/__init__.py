@@ -1,0 +1,80 @@
+"""Build engines behind one small interface; what each supports is data, never `isinstance` checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from trustmesh.errors import TrustmeshError, UsageError
+
+
+class QueryFailed(TrustmeshError, RuntimeError):
+    """The engine could not run a statement (bad SQL, unreadable source, bad data); the message says why."""
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can do; core code asks these questions instead of asking which engine it is."""
+
+    dialect: str
+    describe_without_running: bool
+    reads_formats: tuple[str, ...]
+    writes_parquet: bool
+    native_iceberg: bool = False
+
+
+@dataclass(frozen=True)
+class ColumnType:
+    name: str
+    type: str
+
+
+class EngineSession(Protocol):
+    """One connection of an engine for one product build: views in, tables out."""
+
+    def bind_file(self, view: str, path: str, fmt: str, options: dict[str, Any]) -> None: ...
+    def bind_parquet(self, view: str, files: list[str]) -> None: ...
+    def bind_empty(self, view: str, columns: list[ColumnType]) -> None: ...
+    def bind_arrow(self, view: str, table: Any) -> None: ...
+    def describe(self, sql: str) -> list[ColumnType]: ...
+    def materialize(self, table: str, sql: str) -> int: ...
+    def query(self, sql: str) -> list[tuple[Any, ...]]: ...
+    def write_parquet(self, sql: str, path: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class Engine(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def session(self) -> EngineSession: ...
+    def logical_type(self, engine_type: str) -> str: ...
+    def publish_type(self, engine_type: str, physical_type: str | None) -> str | None: ...
+    def quote(self, identifier: str) -> str: ...
+
+
+def get_engine(name: str) -> Engine:
+    """The engine registered under `name` (imported lazily: heavy engines cost nothing until used)."""
+    if name == "duckdb":
+        from trustmesh.engines.duckdb import DuckDBEngine
+
+        return DuckDBEngine()
+    raise UsageError(f"unknown engine {name!r} — fix: set platform.engine in mesh.yaml to one of: duckdb")
+
+
+LOGICAL_FAMILIES: dict[str, tuple[str, ...]] = {
+    "integer": ("integer",),
+    "number": ("integer", "number"),
+    "string": ("string",),
+    "boolean": ("boolean",),
+    "date": ("date",),
+    "timestamp": ("timestamp",),
+    "time": ("time",),
+    "array": ("array",),
+    "object": ("object",),
+}
+
+
+def type_fits(contract_logical: str, engine_logical: str) -> bool:
+    """Whether a column of the engine's logical type satisfies the contract's logical type."""
+    return engine_logical in LOGICAL_FAMILIES.get(contract_logical, (contract_logical,))

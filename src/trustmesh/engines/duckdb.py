@@ -1,0 +1,159 @@
+"""The embedded engine: DuckDB, in process, reading sources and Parquet, writing Parquet for Iceberg."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import duckdb
+
+from trustmesh.engines import Capabilities, ColumnType, QueryFailed
+
+_INTEGER = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|UHUGEINT|INT[1248]|LONG|SHORT)$")
+_NUMBER = re.compile(r"^(DOUBLE|FLOAT|REAL|DECIMAL(\(\d+,\s*\d+\))?|NUMERIC.*|FLOAT[48])$")
+_PUBLISH_OVERRIDES = {  # types Iceberg (and Spark) cannot read as DuckDB writes them
+    "HUGEINT": "DECIMAL(38,0)",
+    "UHUGEINT": "DECIMAL(38,0)",
+    "UBIGINT": "DECIMAL(20,0)",
+    "UINTEGER": "BIGINT",
+    "USMALLINT": "INTEGER",
+    "UTINYINT": "SMALLINT",
+    "TINYINT": "INTEGER",
+    "SMALLINT": "INTEGER",
+    "TIMESTAMP_NS": "TIMESTAMP",
+    "TIMESTAMP_MS": "TIMESTAMP",
+    "TIMESTAMP_S": "TIMESTAMP",
+    "UUID": "VARCHAR",
+    "INTERVAL": "VARCHAR",
+}
+READER_OPTIONS = {
+    "csv": {"delim", "sep", "header", "quote", "escape", "nullstr", "dateformat", "timestampformat", "skip",
+            "columns", "types", "auto_detect", "sample_size", "all_varchar", "decimal_separator", "comment", "encoding"},
+    "parquet": {"union_by_name", "hive_partitioning", "filename"},
+    "json": {"format", "columns", "records", "dateformat", "timestampformat", "auto_detect", "maximum_depth"},
+}
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def literal(value: Any) -> str:
+    """A Python value as a DuckDB literal (for reader options that come from YAML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, list):
+        return "[" + ", ".join(literal(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{literal(str(k))}: {literal(v)}" for k, v in value.items()) + "}"
+    raise ValueError(f"unsupported option value {value!r}")
+
+
+def reader_sql(path: str, fmt: str, options: dict[str, Any]) -> str:
+    """`read_csv('data/x.csv', header=true)` etc.; unknown options are refused, not passed through."""
+    allowed = READER_OPTIONS[fmt]
+    unknown = sorted(set(options) - allowed)
+    if unknown:
+        raise ValueError(f"unknown {fmt} reader option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
+    args = "".join(f", {k}={literal(v)}" for k, v in options.items())
+    if fmt == "csv":
+        args = ", strict_mode=true" + args
+    return f"read_{fmt}({literal(path)}{args})"
+
+
+class DuckDBSession:
+    """One in-memory DuckDB connection; sources and versions are bound as views by name."""
+
+    def __init__(self) -> None:
+        self.con = duckdb.connect(":memory:")
+
+    def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
+        try:
+            return self.con.execute(sql)
+        except duckdb.Error as exc:
+            text = str(exc).strip()
+            raise QueryFailed(text.splitlines()[0] if "\n" not in text[:300] else " ".join(text.split())[:600]) from exc
+
+    def bind_file(self, view: str, path: str, fmt: str, options: dict[str, Any]) -> None:
+        self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM {reader_sql(path, fmt, options)}")
+
+    def bind_parquet(self, view: str, files: list[str]) -> None:
+        self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM read_parquet({literal(files)})")
+
+    def bind_empty(self, view: str, columns: list[ColumnType]) -> None:
+        cols = ", ".join(f"NULL::{c.type} AS {quote(c.name)}" for c in columns)
+        self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT {cols} WHERE false")
+
+    def bind_arrow(self, view: str, table: Any) -> None:
+        self.con.register(view, table)
+
+    def describe(self, sql: str) -> list[ColumnType]:
+        rows = self._run(f"DESCRIBE {sql}").fetchall()
+        return [ColumnType(r[0], r[1]) for r in rows]
+
+    def materialize(self, table: str, sql: str) -> int:
+        self._run(f"CREATE OR REPLACE TABLE {quote(table)} AS {sql}")
+        row = self._run(f"SELECT count(*) FROM {quote(table)}").fetchone()
+        return int(row[0]) if row else 0
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        return self._run(sql).fetchall()
+
+    def arrow(self, sql: str) -> Any:
+        try:
+            return self.con.sql(sql).to_arrow_table()
+        except duckdb.Error as exc:
+            raise QueryFailed(str(exc).strip().splitlines()[0]) from exc
+
+    def write_parquet(self, sql: str, path: str) -> None:
+        self._run(f"COPY ({sql}) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd)")
+
+    def close(self) -> None:
+        self.con.close()
+
+
+class DuckDBEngine:
+    name = "duckdb"
+    capabilities = Capabilities(
+        dialect="duckdb",
+        describe_without_running=True,
+        reads_formats=("csv", "parquet", "json"),
+        writes_parquet=True,
+    )
+
+    def session(self) -> DuckDBSession:
+        return DuckDBSession()
+
+    def quote(self, identifier: str) -> str:
+        return quote(identifier)
+
+    def logical_type(self, engine_type: str) -> str:
+        """DuckDB's type name → the ODCS logical type family it belongs to."""
+        t = engine_type.upper().strip()
+        if t.endswith("]") or t.startswith("LIST"):
+            return "array"
+        if t.startswith(("STRUCT", "MAP", "JSON", "UNION")):
+            return "object"
+        if _INTEGER.match(t):
+            return "integer"
+        if _NUMBER.match(t):
+            return "number"
+        if t == "BOOLEAN":
+            return "boolean"
+        if t == "DATE":
+            return "date"
+        if t.startswith("TIMESTAMP"):
+            return "timestamp"
+        if t.startswith("TIME"):
+            return "time"
+        return "string"
+
+    def publish_type(self, engine_type: str, physical_type: str | None) -> str | None:
+        """The type a column is cast to on publish, or None to keep it as it is."""
+        if physical_type:
+            return physical_type
+        return _PUBLISH_OVERRIDES.get(engine_type.upper())

@@ -1,0 +1,182 @@
+"""The metastore's tables: domains, people, products, datasets, columns, versions, builds, search."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps stored as UTC and always returned timezone-aware, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the metastore; use datetime.now(UTC)")
+        return value.astimezone(UTC).replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UTCDateTime}
+
+
+class DomainRow(Base):
+    __tablename__ = "tm_domains"
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40))
+    sector: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    glossary: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class PersonRow(Base):
+    __tablename__ = "tm_people"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(400))
+    email: Mapped[str | None] = mapped_column(String(400))
+    domain: Mapped[str | None] = mapped_column(String(200))
+    clearance: Mapped[str | None] = mapped_column(String(100))
+    attributes: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class RoleRow(Base):
+    __tablename__ = "tm_roles"
+    __table_args__ = (UniqueConstraint("person_id", "role", "domain"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    person_id: Mapped[str] = mapped_column(String(200), index=True)
+    role: Mapped[str] = mapped_column(String(100))
+    domain: Mapped[str | None] = mapped_column(String(200))
+
+
+class ProductRow(Base):
+    __tablename__ = "tm_products"
+    address: Mapped[str] = mapped_column(String(400), primary_key=True)
+    domain: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(40))
+    tier: Mapped[str] = mapped_column(String(20))
+    status: Mapped[str] = mapped_column(String(40))
+    version: Mapped[str] = mapped_column(String(40), default="")
+    description: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    team: Mapped[list[Any]] = mapped_column(default=list)
+    inputs: Mapped[list[Any]] = mapped_column(default=list)
+    descriptor: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    built_at: Mapped[datetime | None] = mapped_column()
+
+
+class DatasetRow(Base):
+    __tablename__ = "tm_datasets"
+    address: Mapped[str] = mapped_column(String(400), primary_key=True)
+    product: Mapped[str] = mapped_column(String(400), ForeignKey("tm_products.address"), index=True)
+    domain: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    contract: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    contract_version: Mapped[str] = mapped_column(String(40), default="")
+    classification: Mapped[str | None] = mapped_column(String(100))
+    sensitivity: Mapped[str] = mapped_column(String(100), default="non-sensitive")
+    has_pii: Mapped[bool] = mapped_column(Boolean, default=False)
+    iceberg_table: Mapped[str] = mapped_column(String(600))
+    current_version: Mapped[int | None] = mapped_column(Integer)
+
+
+class ColumnRow(Base):
+    __tablename__ = "tm_columns"
+    dataset: Mapped[str] = mapped_column(String(400), ForeignKey("tm_datasets.address"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer)
+    logical_type: Mapped[str] = mapped_column(String(40))
+    physical_type: Mapped[str | None] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    required: Mapped[bool] = mapped_column(Boolean, default=False)
+    primary_key: Mapped[bool] = mapped_column(Boolean, default=False)
+    unique: Mapped[bool] = mapped_column(Boolean, default=False)
+    classification: Mapped[str | None] = mapped_column(String(100))
+    sensitivity: Mapped[str] = mapped_column(String(100), default="non-sensitive")
+    pii_type: Mapped[str | None] = mapped_column(String(100))
+    glossary_term: Mapped[str | None] = mapped_column(String(200))
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class VersionRow(Base):
+    __tablename__ = "tm_dataset_versions"
+    __table_args__ = (UniqueConstraint("dataset", "version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(String(400), ForeignKey("tm_datasets.address"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    snapshot_id: Mapped[int] = mapped_column(BigInteger)
+    build_id: Mapped[str] = mapped_column(String(64))
+    row_count: Mapped[int] = mapped_column(BigInteger)
+    published_at: Mapped[datetime] = mapped_column()
+    contract_version: Mapped[str] = mapped_column(String(40), default="")
+    columns: Mapped[list[Any]] = mapped_column(default=list)
+    data_files: Mapped[list[Any]] = mapped_column(default=list)
+    inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class BuildRow(Base):
+    __tablename__ = "tm_builds"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    status: Mapped[str] = mapped_column(String(20))
+    selector: Mapped[str] = mapped_column(String(400), default="")
+    full: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ProductBuildRow(Base):
+    __tablename__ = "tm_product_builds"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(String(64), ForeignKey("tm_builds.id"), index=True)
+    product: Mapped[str] = mapped_column(String(400), index=True)
+    status: Mapped[str] = mapped_column(String(20))
+    fingerprint: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    rows: Mapped[int] = mapped_column(BigInteger, default=0)
+    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
+    finished_at: Mapped[datetime] = mapped_column()
+
+
+class SourceStampRow(Base):
+    __tablename__ = "tm_source_stamps"
+    path: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime_ns: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+
+
+class SearchDocRow(Base):
+    __tablename__ = "tm_search_docs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    address: Mapped[str] = mapped_column(String(600), index=True)
+    dataset: Mapped[str] = mapped_column(String(400), index=True)
+    product: Mapped[str] = mapped_column(String(400), index=True)
+    domain: Mapped[str] = mapped_column(String(200))
+    sector: Mapped[str] = mapped_column(String(200))
+    product_kind: Mapped[str] = mapped_column(String(40))
+    classification: Mapped[str | None] = mapped_column(String(100))
+    sensitivity: Mapped[str] = mapped_column(String(100))
+    has_pii: Mapped[bool] = mapped_column(Boolean)
+    title: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,1 @@
+"""Privacy building blocks: Singapore identifier validation, and later masking and linkage."""

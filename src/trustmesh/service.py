@@ -1,0 +1,107 @@
+"""The one facade every front end calls: open a mesh, validate, build, and its catalog."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import make_url
+
+from trustmesh.build import BuildContext, BuildResult, build
+from trustmesh.build.runner import Progress
+from trustmesh.catalog import Catalog
+from trustmesh.descriptors import Mesh, load_mesh
+from trustmesh.engines import Engine, get_engine
+from trustmesh.errors import Problem
+from trustmesh.metastore import Metastore
+from trustmesh.metastore.iceberg import iceberg_catalog
+from trustmesh.validate import check_mesh
+
+MESH_ENV = "TRUSTMESH_MESH"
+
+
+def find_mesh_root(start: Path | None = None) -> Path:
+    """`--mesh`, else $TRUSTMESH_MESH, else the current folder or the nearest parent holding mesh.yaml."""
+    if start is not None:
+        return start.resolve()
+    if os.environ.get(MESH_ENV):
+        return Path(os.environ[MESH_ENV]).resolve()
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / "mesh.yaml").is_file():
+            return folder
+    return here
+
+
+class Workspace:
+    """A mesh repo and the platform around it (metastore, warehouse, engine), opened lazily."""
+
+    def __init__(self, root: Path, *, metastore_url: str | None = None) -> None:
+        self.root = root.resolve()
+        self._metastore_url = metastore_url
+        self._problems: list[Problem] = []
+
+    @classmethod
+    def open(cls, root: Path | None = None, *, metastore_url: str | None = None) -> Workspace:
+        return cls(find_mesh_root(root), metastore_url=metastore_url)
+
+    @cached_property
+    def mesh(self) -> Mesh:
+        """The mesh, loaded strictly: any descriptor problem raises InvalidMesh listing all of them."""
+        mesh, _ = load_mesh(self.root)
+        return mesh
+
+    @cached_property
+    def config(self) -> Any:
+        mesh, _ = load_mesh(self.root, strict=False)
+        return mesh.config
+
+    @property
+    def metastore_url(self) -> str:
+        platform = self.config.platform
+        url = self._metastore_url or os.environ.get(platform.metastore_env) or platform.metastore
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite" and parsed.database and not Path(parsed.database).is_absolute():
+            parsed = parsed.set(database=str(self.root / parsed.database))
+        return parsed.render_as_string(hide_password=False)
+
+    @property
+    def warehouse(self) -> Path:
+        path = Path(self.config.platform.warehouse)
+        return path if path.is_absolute() else self.root / path
+
+    @cached_property
+    def store(self) -> Metastore:
+        return Metastore.open(self.metastore_url)
+
+    @cached_property
+    def engine(self) -> Engine:
+        return get_engine(self.config.platform.engine)
+
+    @cached_property
+    def _iceberg(self) -> Any:
+        return iceberg_catalog(self.store.url, self.warehouse)
+
+    def iceberg(self) -> Any:
+        return self._iceberg
+
+    @cached_property
+    def catalog(self) -> Catalog:
+        return Catalog(self.store, self.iceberg)
+
+    def validate(self) -> list[Problem]:
+        """Every problem in the repo — standards, trustmesh rules, SQL against contracts — at once."""
+        mesh, problems = load_mesh(self.root, strict=False)
+        if any(p.severity == "error" for p in problems):
+            return problems
+        return problems + check_mesh(mesh, self.engine)
+
+    def build(self, selector: str | None = None, *, full: bool = False, progress: Progress | None = None) -> BuildResult:
+        ctx = BuildContext(self.mesh, self.store, self.engine, self.warehouse, self.iceberg)
+        return build(ctx, selector, full=full, progress=progress)
+
+    def close(self) -> None:
+        if "store" in self.__dict__:
+            self.store.dispose()

@@ -1,0 +1,185 @@
+"""trustmesh's own rules on top of the standards: references resolve, SQL parses and matches its contract."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+
+from trustmesh.descriptors import InputPort, Mesh, OutputDataset, Product
+from trustmesh.descriptors.sql import ProductSql, parse_product_sql
+from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, type_fits
+from trustmesh.errors import Problem
+from trustmesh.plan import cycle_problems
+
+DEFAULT_TYPES = {
+    "integer": "BIGINT", "number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
+    "timestamp": "TIMESTAMP", "time": "TIME", "array": "VARCHAR[]", "object": "VARCHAR",
+}
+
+
+def view_name(reference: str) -> str:
+    """The engine view serving an input reference (a port name or a dataset address)."""
+    return "in__" + re.sub(r"[^a-z0-9_]", "_", reference.lower())
+
+
+def source_files(product: Product, port: InputPort) -> list[Path]:
+    """The files a file-source input port reads (a glob may match several)."""
+    assert port.source.path is not None
+    pattern = port.source.path
+    if any(ch in pattern for ch in "*?["):
+        return sorted(p for p in product.folder.glob(pattern) if p.is_file())
+    path = product.folder / pattern
+    return [path] if path.is_file() else []
+
+
+def source_format(port: InputPort) -> str:
+    if port.source.format:
+        return port.source.format
+    suffix = Path(port.source.path or "").suffix.lower().lstrip(".")
+    return {"ndjson": "json", "jsonl": "json", "tsv": "csv", "txt": "csv"}.get(suffix, suffix)
+
+
+def resolve_views(product: Product, sql: ProductSql) -> tuple[dict[str, InputPort], list[Problem]]:
+    """Map each reference in the SQL to the input port serving it; a problem for each that does not resolve."""
+    by_address = {p.source.address: p for p in product.inputs if p.source.type == "product"}
+    resolved: dict[str, InputPort] = {}
+    problems = []
+    for ref in sql.references:
+        port = product.input_named(ref) or by_address.get(ref)
+        if port is None:
+            known = [p.name for p in product.inputs] + list(by_address)
+            close = difflib.get_close_matches(ref, [k for k in known if k], n=1)
+            fix = f"did you mean {close[0]!r}?" if close else (
+                "declare it as an input port in product.yaml (a file, a database table, or another product's "
+                "dataset by its address) and read it by that name")
+            problems.append(Problem(sql.file, f"the query reads {ref!r}, which is not an input port of {product.address}",
+                                    fix=fix))
+        else:
+            resolved[ref] = port
+    return resolved, problems
+
+
+def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None) -> list[Problem]:
+    """Every cross-file problem of the mesh (or of the given products), all at once."""
+    problems = list(cycle_problems(mesh))
+    datasets = mesh.datasets
+    for address in products or sorted(mesh.products):
+        product = mesh.products[address]
+        problems += _check_inputs(mesh, product, datasets)
+        session = engine.session()
+        try:
+            for output in product.outputs:
+                problems += check_output(mesh, engine, session, product, output)
+        finally:
+            session.close()
+    return problems
+
+
+def _check_inputs(mesh: Mesh, product: Product, datasets: dict[str, OutputDataset]) -> list[Problem]:
+    problems = []
+    for port in product.inputs:
+        where = f"inputPorts[{port.name}]"
+        if port.source.type == "product":
+            ref = port.source.address or ""
+            if ref not in datasets:
+                close = difflib.get_close_matches(ref, list(datasets), n=1)
+                problems.append(Problem(product.file, f"input port reads {ref!r}, which no product publishes", where,
+                                        fix=f"did you mean {close[0]!r}?" if close else "check the address: <domain>.<product>.<dataset>"))
+            elif datasets[ref].contract and port.contract_id != datasets[ref].contract.id:  # type: ignore[union-attr]
+                problems.append(Problem(product.file, f"contractId {port.contract_id!r} is not the contract of {ref}",
+                                        where, fix=f"set `contractId: {ref}`"))
+        elif port.source.type == "file":
+            if not source_files(product, port):
+                rel = f"{product.file.rsplit('/', 1)[0]}/{port.source.path}"
+                problems.append(Problem(product.file, f"source file {rel} not found", where,
+                                        fix="put the file there, or correct `path` (relative to the product folder)"))
+            elif source_format(port) not in ("csv", "parquet", "json"):
+                problems.append(Problem(product.file, f"cannot tell the format of {port.source.path!r}", where,
+                                        fix="add `format: csv | parquet | json` to the source"))
+    return problems
+
+
+def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: dict[str, InputPort]) -> list[Problem]:
+    """Bind every input as a view the engine can type-check against, without building anything."""
+    problems = []
+    for ref, port in ports.items():
+        view = view_name(ref)
+        if port.source.type == "product":
+            upstream = mesh.datasets.get(port.source.address or "")
+            if upstream is None or upstream.contract is None:
+                continue
+            cols = [ColumnType(c.name, c.physical_type or DEFAULT_TYPES.get(c.logical_type, "VARCHAR"))
+                    for c in upstream.contract.columns]
+            session.bind_empty(view, cols)
+        elif port.source.type == "file":
+            files = source_files(product, port)
+            if not files:
+                continue
+            try:
+                session.bind_file(view, str(files[0]) if len(files) == 1 else str(product.folder / (port.source.path or "")),
+                                  source_format(port), port.source.options)
+            except (QueryFailed, ValueError) as exc:
+                problems.append(Problem(product.file, f"cannot read source {port.source.path}: {_first_line(exc)}",
+                                        f"inputPorts[{port.name}]", fix="check the file and the source options"))
+        elif port.source.type == "database" and not os.environ.get(port.source.url_env or ""):
+            problems.append(Problem(product.file, f"${port.source.url_env} is not set; the query's columns from "
+                                    f"{port.source.table} were not checked", f"inputPorts[{port.name}]",
+                                    fix=f"export {port.source.url_env}=<SQLAlchemy URL> to check and build", severity="warning"))
+    return problems
+
+
+def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Product, output: OutputDataset) -> list[Problem]:
+    if output.sql is None:
+        return []
+    sql, problems = parse_product_sql(output.sql, output.sql_file)
+    if sql is None:
+        return problems
+    ports, problems = resolve_views(product, sql)
+    if problems or output.contract is None:
+        return problems
+    problems = bind_standins(mesh, session, product, ports)
+    if any(p.severity == "error" for p in problems) or any(p.source.type == "database" for p in ports.values()):
+        return problems
+    try:
+        described = session.describe(sql.bind({ref: view_name(ref) for ref in ports}))
+    except QueryFailed as exc:
+        return [*problems, Problem(output.sql_file, f"the query fails: {_first_line(exc)}",
+                                   fix="correct the SQL; column and input names must exist")]
+    return problems + compare_columns(engine, output, described)
+
+
+def compare_columns(engine: Engine, output: OutputDataset, described: list[ColumnType]) -> list[Problem]:
+    """The query's output columns against the contract: the same names, types of the right family."""
+    assert output.contract is not None
+    contract = output.contract
+    problems = []
+    got = {c.name: c.type for c in described}
+    if len(got) != len(described):
+        dupes = sorted({c.name for c in described if [d.name for d in described].count(c.name) > 1})
+        problems.append(Problem(output.sql_file, f"the query returns duplicate column names {dupes}",
+                                fix="alias each output column uniquely"))
+    for col in contract.columns:
+        where = f"schema[{output.name}].properties[{col.name}]"
+        if col.name not in got:
+            close = difflib.get_close_matches(col.name, list(got), n=1)
+            problems.append(Problem(output.sql_file, f"the query's output has no column {col.name!r}, which the contract "
+                                    f"{contract.file} declares", where,
+                                    fix=f"alias {close[0]!r} AS {col.name}" if close else f"select a column named {col.name}"))
+            continue
+        actual = engine.logical_type(got[col.name])
+        if not type_fits(col.logical_type, actual):
+            problems.append(Problem(output.sql_file, f"column {col.name!r} is {got[col.name]} ({actual}) but the contract "
+                                    f"says {col.logical_type}", where,
+                                    fix=f"CAST it in the SQL, or change logicalType in {contract.file}"))
+    for name in got:
+        if contract.column(name) is None:
+            problems.append(Problem(output.sql_file, f"the query returns column {name!r}, which the contract "
+                                    f"{contract.file} does not declare", fix="add it to the contract or drop it from the SELECT"))
+    return problems
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
