@@ -22,10 +22,10 @@ from trustmesh.validate import check_mesh
 MESH_ENV = "TRUSTMESH_MESH"
 
 
-def find_mesh_root(start: Path | None = None) -> Path:
+def find_mesh_root(start: Path | str | None = None) -> Path:
     """`--mesh`, else $TRUSTMESH_MESH, else the current folder or the nearest parent holding mesh.yaml."""
     if start is not None:
-        return start.resolve()
+        return Path(start).resolve()
     if os.environ.get(MESH_ENV):
         return Path(os.environ[MESH_ENV]).resolve()
     here = Path.cwd().resolve()
@@ -44,12 +44,12 @@ class Workspace:
         self._problems: list[Problem] = []
 
     @classmethod
-    def open(cls, root: Path | None = None, *, metastore_url: str | None = None) -> Workspace:
+    def open(cls, root: Path | str | None = None, *, metastore_url: str | None = None) -> Workspace:
         return cls(find_mesh_root(root), metastore_url=metastore_url)
 
-    @cached_property
+    @property
     def mesh(self) -> Mesh:
-        """The mesh, loaded strictly: any descriptor problem raises InvalidMesh listing all of them."""
+        """The mesh as the files say now, loaded strictly: any problem raises InvalidMesh listing all of them."""
         mesh, _ = load_mesh(self.root)
         return mesh
 
@@ -99,7 +99,8 @@ class Workspace:
         return problems + check_mesh(mesh, self.engine)
 
     def build(self, selector: str | None = None, *, full: bool = False, progress: Progress | None = None) -> BuildResult:
-        ctx = BuildContext(self.mesh, self.store, self.engine, self.warehouse, self.iceberg)
+        mesh = self.mesh
+        ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg)
         return build(ctx, selector, full=full, progress=progress)
 
     def close(self) -> None:

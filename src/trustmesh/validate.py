@@ -133,6 +133,11 @@ def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: d
 def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Product, output: OutputDataset) -> list[Problem]:
     if output.sql is None:
         return []
+    error = session.syntax_error(output.sql)
+    if error:
+        message, line = error
+        return [Problem(output.sql_file, f"SQL does not parse: {message}", f"line {line}" if line else "", line,
+                        f"correct the SQL ({engine.capabilities.dialect} dialect)")]
     sql, problems = parse_product_sql(output.sql, output.sql_file)
     if sql is None:
         return problems

@@ -151,17 +151,27 @@ class Catalog:
             con.close()
 
     def search(self, text: str, *, limit: int = 50, **filters: Any) -> dict[str, Any]:
-        """Ranked hits (datasets and columns) and facet counts over all hits."""
+        """Ranked hits and facet counts. Each dataset is followed by its matching columns; a dataset ranks
+        by its best match, its own text or one of its columns'."""
         filters = {k: v for k, v in filters.items() if v is not None}
         unknown = set(filters) - set(FACETS)
         if unknown:
             raise UsageError(f"unknown search filter(s) {sorted(unknown)} — fix: use {', '.join(FACETS)}")
         with self.store.session() as s:
-            hits = search(s, text, filters, limit=max(limit, 200))
-        facets = {f: dict(Counter(str(getattr(h, f)).lower() if f == "has_pii" else getattr(h, f) for h in hits
-                                  if h.kind == "dataset")) for f in FACETS}
-        return {"query": text, "filters": filters, "hits": [h.to_dict() for h in hits[:limit]],
-                "total": len(hits), "facets": facets}
+            raw = search(s, text, filters, limit=1000)
+        groups: dict[str, list[Any]] = {}
+        for hit in raw:
+            groups.setdefault(hit.dataset, []).append(hit)
+        ordered = sorted(groups.values(), key=lambda hs: (min(h.rank for h in hs), hs[0].dataset))
+        hits: list[dict[str, Any]] = []
+        for group in ordered:
+            group.sort(key=lambda h: (h.kind != "dataset", h.rank))
+            hits += [h.to_dict() for h in group]
+        datasets = [g for g in ordered if any(h.kind == "dataset" for h in g)]
+        facets = {f: dict(Counter(str(getattr(h, f)).lower() if f == "has_pii" else getattr(h, f)
+                                  for g in datasets for h in g if h.kind == "dataset")) for f in FACETS}
+        return {"query": text, "filters": filters, "hits": hits[:limit], "total": len(hits),
+                "datasets": len(groups), "facets": facets}
 
     @staticmethod
     def _version_row(s: Any, address: str, number: int | None) -> VersionRow | None:

@@ -6,14 +6,29 @@ import os
 from pathlib import Path
 from typing import Annotated
 
+import click
 import typer
+from rich.markup import escape
 
 from trustmesh.cli.render import BuildProgress, console, error_console, print_json, print_problems, table
-from trustmesh.errors import InvalidMesh, UsageError
+from trustmesh.errors import InvalidMesh, TrustmeshError, UsageError
 from trustmesh.service import MESH_ENV, Workspace
+
+
+class _Group(typer.core.TyperGroup):
+    """The root command: trustmesh's own errors become one message and exit 1 (2 for bad usage)."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except TrustmeshError as exc:
+            error_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
+            ctx.exit(exc.exit_code)
+
 
 app = typer.Typer(
     name="trustmesh",
+    cls=_Group,
     help="Publish, discover, request and query governed data products — a data mesh on your laptop.\n\n"
     "Start with `trustmesh demo` for a built example mesh, or `trustmesh init my-mesh`.",
     no_args_is_help=True,

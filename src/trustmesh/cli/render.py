@@ -32,8 +32,9 @@ def print_problems(problems: list[Problem]) -> None:
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
-    for c in columns:
-        t.add_column(c)
+    for i, c in enumerate(columns):
+        # Names and addresses are never cut: they are what the user copies into the next command.
+        t.add_column(c, no_wrap=i == 0, overflow="fold")
     for r in rows:
         t.add_row(*["" if v is None else escape(str(v)) for v in r])
     return t

@@ -31,7 +31,9 @@ def write_demo(dest: Path) -> None:
     """Write the demo mesh repo into dest (absent or empty), the same bytes on every run."""
     dest = Path(dest)
     if dest.exists() and not dest.is_dir():
-        raise FileExistsError(f"{dest} is a file, not a folder: choose a new or empty folder for the demo mesh")
+        raise FileExistsError(
+            f"{dest} is a file, not a folder: choose a new or empty folder for the demo mesh"
+        )
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(
             f"{dest} is not empty: the demo mesh is only written into a new or empty folder, "

@@ -20,8 +20,24 @@ TRIPS = 50_000
 YEAR_START = date(2024, 1, 1)
 YEAR_DAYS = 366  # 2024 is a leap year
 
+
+def _listed(text: str) -> tuple[str, ...]:
+    """A tuple written as one comma-separated string, so long lists of names stay compact under the formatter."""
+    return tuple(text.split(", "))
+
+
 HEALTH_DATA = Path("domains/health/products/activity-dp/data")
 COMMUTER_DATA = Path("domains/commuter/products/trips-dp/data")
+PARTICIPANT_COLUMNS = _listed(
+    "participant_id, nric, full_name, gender, date_of_birth, phone, postal_code, enrolled_on"
+)
+ACTIVITY_COLUMNS = _listed(
+    "activity_id, participant_id, activity_date, activity_type, steps, active_minutes, calories"
+)
+COMMUTER_COLUMNS = _listed("commuter_id, nric, full_name, date_of_birth, phone, postal_code, card_type")
+TRIP_COLUMNS = _listed(
+    "trip_id, commuter_id, tap_in_at, tap_out_at, origin_station, destination_station, mode, fare"
+)
 
 # (activity, share of sessions, steps per minute, MET) — MET gives calories for a ~65 kg adult.
 ACTIVITY_TYPES = (
@@ -33,62 +49,83 @@ ACTIVITY_TYPES = (
     ("yoga", 6, 5, 2.5),
     ("badminton", 6, 60, 5.5),
 )
+# Weighted draws as tuples with repeats: rng.choice on them is many times faster than rng.choices.
+ACTIVITY_DRAW = tuple(kind for kind, share, *_ in ACTIVITY_TYPES for _ in range(share))
+MORNING_HOURS = (6, 6, 7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 9, 9)
+EVENING_HOURS = (17, 17, 17, 18, 18, 18, 18, 18, 19, 19, 19, 19, 20, 20)
+LEGS = (0, 0, 0, 0, 1, 1, 1, 1, 2, 2)  # to work, home, anywhere else
 # Postal sectors: the first two digits of a postal code, 01 to 82 (74 is unused).
 POSTAL_SECTORS = tuple(f"{s:02d}" for s in range(1, 83) if s != 74)
 
-CHINESE_SURNAMES = (
-    "Tan", "Lim", "Lee", "Ng", "Ong", "Wong", "Goh", "Chua", "Chan", "Koh", "Teo", "Ang", "Yeo", "Tay", "Ho",
-    "Low", "Toh", "Sim", "Chong", "Chia", "Seah", "Foo", "Leong", "Phua", "Quek", "Heng", "Lau", "Soh", "Yap",
+
+CHINESE_SURNAMES = _listed(
+    "Tan, Lim, Lee, Ng, Ong, Wong, Goh, Chua, Chan, Koh, Teo, Ang, Yeo, Tay, Ho, Low, Toh, Sim, Chong, Chia, "
+    "Seah, Foo, Leong, Phua, Quek, Heng, Lau, Soh, Yap"
 )
 CHINESE_SYLLABLES = {
-    "M": ("Wei", "Jun", "Jie", "Hao", "Ming", "Kai", "Zhi", "Jian", "Cheng", "Yong", "Kiat", "Boon", "Hong",
-          "Guan", "Sheng", "Teck", "Wen", "Rui", "Yi", "Xiang"),
-    "F": ("Hui", "Ling", "Mei", "Xin", "Yi", "Qi", "Shu", "Li", "Jia", "Wen", "Siew", "Geok", "Bee", "Yun",
-          "Ting", "Xuan", "En", "Min", "Pei", "Yan"),
+    "M": _listed(
+        "Wei, Jun, Jie, Hao, Ming, Kai, Zhi, Jian, Cheng, Yong, Kiat, Boon, Hong, Guan, Sheng, Teck, Wen, "
+        "Rui, Yi, Xiang"
+    ),
+    "F": _listed(
+        "Hui, Ling, Mei, Xin, Yi, Qi, Shu, Li, Jia, Wen, Siew, Geok, Bee, Yun, Ting, Xuan, En, Min, Pei, Yan"
+    ),
 }
 ENGLISH_NAMES = {
-    "M": ("Jason", "Daniel", "Ryan", "Marcus", "Benjamin", "Kelvin", "Darren", "Alvin", "Eugene", "Nicholas"),
-    "F": ("Rachel", "Michelle", "Grace", "Joanne", "Sharon", "Vanessa", "Cheryl", "Amanda", "Felicia", "Jasmine"),
+    "M": _listed("Jason, Daniel, Ryan, Marcus, Benjamin, Kelvin, Darren, Alvin, Eugene, Nicholas"),
+    "F": _listed("Rachel, Michelle, Grace, Joanne, Sharon, Vanessa, Cheryl, Amanda, Felicia, Jasmine"),
 }
 MALAY_NAMES = {
-    "M": ("Muhammad Faris", "Ahmad Hafiz", "Mohamed Irfan", "Muhammad Syafiq", "Hakim", "Azman", "Rizal",
-          "Muhammad Danial", "Haziq", "Firdaus", "Khairul Anwar", "Zulkifli"),
-    "F": ("Nur Aisyah", "Siti Nurhaliza", "Nurul Huda", "Farah", "Nur Syahirah", "Zarina", "Siti Hidayah",
-          "Amirah", "Nadia", "Nur Atiqah", "Aishah", "Sabrina"),
+    "M": _listed(
+        "Muhammad Faris, Ahmad Hafiz, Mohamed Irfan, Muhammad Syafiq, Hakim, Azman, Rizal, Muhammad Danial, "
+        "Haziq, Firdaus, Khairul Anwar, Zulkifli"
+    ),
+    "F": _listed(
+        "Nur Aisyah, Siti Nurhaliza, Nurul Huda, Farah, Nur Syahirah, Zarina, Siti Hidayah, Amirah, Nadia, "
+        "Nur Atiqah, Aishah, Sabrina"
+    ),
 }
-MALAY_FATHERS = ("Rahman", "Ismail", "Hassan", "Osman", "Yusof", "Ibrahim", "Abdullah", "Salleh", "Ali",
-                 "Rahim", "Jaafar", "Kassim", "Hamid", "Sulaiman")
-INDIAN_NAMES = {
-    "M": ("Arun", "Rajesh", "Suresh", "Vijay", "Karthik", "Ravi", "Prakash", "Ganesh", "Naveen", "Harish",
-          "Sanjay", "Dinesh", "Vikram", "Mohan"),
-    "F": ("Priya", "Kavitha", "Lakshmi", "Anitha", "Deepa", "Meena", "Shalini", "Divya", "Revathi", "Nisha",
-          "Janani", "Sangeetha", "Malini", "Thenmoli"),
-}
-INDIAN_FAMILY = ("Raman", "Krishnan", "Subramaniam", "Pillai", "Nair", "Menon", "Rajendran", "Govindasamy",
-                 "Muthu", "Chandran", "Kumar", "Selvaraj", "Ramasamy", "Naidu")
-EURASIAN_NAMES = {
-    "M": ("Daniel", "Adrian", "Gerard", "Nicholas", "Bernard", "Christopher", "Russell", "Leon", "Mark", "Brian"),
-    "F": ("Melissa", "Joanna", "Sarah", "Clarissa", "Vanessa", "Andrea", "Natalie", "Charmaine", "Gillian",
-          "Rebecca"),
-}
-EURASIAN_SURNAMES = ("de Souza", "Pereira", "Rodrigues", "D'Cruz", "Fernandez", "Shepherdson", "Oliveiro",
-                     "da Silva", "Gomes", "Sequeira", "Westerhout", "Scully", "Minjoot", "de Rozario")
-
-MRT_STATIONS = (
-    "Jurong East", "Bukit Batok", "Choa Chu Kang", "Yew Tee", "Woodlands", "Yishun", "Ang Mo Kio", "Bishan",
-    "Toa Payoh", "Novena", "Orchard", "Dhoby Ghaut", "City Hall", "Raffles Place", "Marina Bay", "Tanjong Pagar",
-    "Outram Park", "Tiong Bahru", "Redhill", "Queenstown", "Buona Vista", "Clementi", "Boon Lay", "Pasir Ris",
-    "Tampines", "Simei", "Bedok", "Kembangan", "Eunos", "Paya Lebar", "Aljunied", "Bugis", "Serangoon",
-    "Kovan", "Hougang", "Sengkang", "Punggol", "HarbourFront", "one-north", "Bayfront", "Bukit Panjang",
-    "Beauty World", "Botanic Gardens", "Stevens", "Caldecott", "Springleaf", "Woodlands North", "Changi Airport",
+MALAY_FATHERS = _listed(
+    "Rahman, Ismail, Hassan, Osman, Yusof, Ibrahim, Abdullah, Salleh, Ali, Rahim, Jaafar, Kassim, Hamid, "
+    "Sulaiman"
 )
-BUS_STOPS = (
-    "Tampines Int", "Bedok Int", "Toa Payoh Int", "Ang Mo Kio Int", "Jurong East Int", "Woodlands Int",
-    "Yishun Int", "Boon Lay Int", "Clementi Int", "Serangoon Int", "Punggol Int", "Sengkang Int",
-    "Bukit Batok Int", "Hougang Central Int", "Pasir Ris Int", "Bishan Int", "Bukit Merah Int", "Queensway Int",
-    "Opp Blk 201 Tampines St 21", "Blk 123 Bedok Nth St 2", "Aft Bishan Rd", "Bef Lor 8 Toa Payoh",
-    "Opp Tiong Bahru Plaza", "Blk 302 Jurong East St 32", "Opp Suntec City", "Raffles Hotel",
-    "Opp Nex", "Blk 650 Yishun Ave 4", "Opp Northpoint City", "Aft Clementi Ave 3",
+INDIAN_NAMES = {
+    "M": _listed(
+        "Arun, Rajesh, Suresh, Vijay, Karthik, Ravi, Prakash, Ganesh, Naveen, Harish, Sanjay, Dinesh, Vikram, "
+        "Mohan"
+    ),
+    "F": _listed(
+        "Priya, Kavitha, Lakshmi, Anitha, Deepa, Meena, Shalini, Divya, Revathi, Nisha, Janani, Sangeetha, "
+        "Malini, Thenmoli"
+    ),
+}
+INDIAN_FAMILY = _listed(
+    "Raman, Krishnan, Subramaniam, Pillai, Nair, Menon, Rajendran, Govindasamy, Muthu, Chandran, Kumar, "
+    "Selvaraj, Ramasamy, Naidu"
+)
+EURASIAN_NAMES = {
+    "M": _listed("Daniel, Adrian, Gerard, Nicholas, Bernard, Christopher, Russell, Leon, Mark, Brian"),
+    "F": _listed("Melissa, Joanna, Sarah, Clarissa, Vanessa, Andrea, Natalie, Charmaine, Gillian, Rebecca"),
+}
+EURASIAN_SURNAMES = _listed(
+    "de Souza, Pereira, Rodrigues, D'Cruz, Fernandez, Shepherdson, Oliveiro, da Silva, Gomes, Sequeira, "
+    "Westerhout, Scully, Minjoot, de Rozario"
+)
+MRT_STATIONS = _listed(
+    "Jurong East, Bukit Batok, Choa Chu Kang, Yew Tee, Woodlands, Yishun, Ang Mo Kio, Bishan, Toa Payoh, "
+    "Novena, Orchard, Dhoby Ghaut, City Hall, Raffles Place, Marina Bay, Tanjong Pagar, Outram Park, "
+    "Tiong Bahru, Redhill, Queenstown, Buona Vista, Clementi, Boon Lay, Pasir Ris, Tampines, Simei, Bedok, "
+    "Kembangan, Eunos, Paya Lebar, Aljunied, Bugis, Serangoon, Kovan, Hougang, Sengkang, Punggol, "
+    "HarbourFront, one-north, Bayfront, Bukit Panjang, Beauty World, Botanic Gardens, Stevens, Caldecott, "
+    "Springleaf, Woodlands North, Changi Airport"
+)
+BUS_STOPS = _listed(
+    "Tampines Int, Bedok Int, Toa Payoh Int, Ang Mo Kio Int, Jurong East Int, Woodlands Int, Yishun Int, "
+    "Boon Lay Int, Clementi Int, Serangoon Int, Punggol Int, Sengkang Int, Bukit Batok Int, "
+    "Hougang Central Int, Pasir Ris Int, Bishan Int, Bukit Merah Int, Queensway Int, "
+    "Opp Blk 201 Tampines St 21, Blk 123 Bedok Nth St 2, Aft Bishan Rd, Bef Lor 8 Toa Payoh, "
+    "Opp Tiong Bahru Plaza, Blk 302 Jurong East St 32, Opp Suntec City, Raffles Hotel, Opp Nex, "
+    "Blk 650 Yishun Ave 4, Opp Northpoint City, Aft Clementi Ave 3"
 )
 
 
@@ -132,7 +169,11 @@ class PeopleGenerator:
         while True:
             if rng.random() < 0.85:
                 prefix = "S" if birth_year < 2000 else "T"
-                head = f"{birth_year % 100:02d}" if birth_year >= 1968 else f"{rng.randint(0, 1)}{rng.randint(0, 9)}"
+                head = (
+                    f"{birth_year % 100:02d}"
+                    if birth_year >= 1968
+                    else f"{rng.randint(0, 1)}{rng.randint(0, 9)}"
+                )
                 digits = head + "".join(rng.choices("0123456789", k=5))
             else:
                 prefix = rng.choices("FGM", weights=(35, 45, 20))[0]
@@ -193,12 +234,10 @@ def participants(gen: PeopleGenerator) -> list[tuple[str, Person, date]]:
 def activities(rng: random.Random, people: Sequence[tuple[str, Person, date]]) -> list[tuple[object, ...]]:
     """Logged exercise sessions, more from keen participants, never before enrolment."""
     engagement = [rng.paretovariate(1.5) for _ in people]
-    kinds = [a[0] for a in ACTIVITY_TYPES]
-    shares = [a[1] for a in ACTIVITY_TYPES]
     profile = {a[0]: a[2:] for a in ACTIVITY_TYPES}
     rows = []
     for pid, person, enrolled in rng.choices(people, weights=engagement, k=ACTIVITIES):
-        kind = rng.choices(kinds, weights=shares)[0]
+        kind = rng.choice(ACTIVITY_DRAW)
         steps_per_minute, met = profile[kind]
         minutes = rng.randint(15, 90)
         steps = round(minutes * steps_per_minute * rng.uniform(0.8, 1.2))
@@ -206,8 +245,7 @@ def activities(rng: random.Random, people: Sequence[tuple[str, Person, date]]) -
         calories = round(met * 65 * minutes / 60 * rng.uniform(0.85, 1.15) * age_factor)
         rows.append((pid, _day(rng, enrolled), kind, steps, minutes, calories))
     rows.sort(key=lambda r: (r[1], r[0]))
-    return [(i, pid, day.isoformat(), kind, steps, minutes, cal) for i, (pid, day, kind, steps, minutes, cal)
-            in enumerate(rows, start=1)]
+    return [(i, *row) for i, row in enumerate(rows, start=1)]
 
 
 def card_type(rng: random.Random, person: Person) -> str:
@@ -220,18 +258,22 @@ def card_type(rng: random.Random, person: Person) -> str:
     return "workfare" if rng.random() < 0.06 else "adult"
 
 
-def commuters(gen: PeopleGenerator, health: Sequence[tuple[str, Person, date]]) -> list[tuple[str, Person, str]]:
+def commuters(
+    gen: PeopleGenerator, health: Sequence[tuple[str, Person, date]]
+) -> list[tuple[str, Person, str]]:
     """Fare-card holders: (commuter_id, person, card_type); some are the same people as health participants."""
     rng = gen.rng
     people = []
     for _, person, _ in rng.sample(list(health), SHARED_COMMUTERS):
         moved = rng.random() < 0.15
         new_phone = rng.random() < 0.1
-        people.append(replace(
-            person,
-            postal_code=gen.postal_code() if moved else person.postal_code,
-            phone=gen.phone() if new_phone else person.phone,
-        ))
+        people.append(
+            replace(
+                person,
+                postal_code=gen.postal_code() if moved else person.postal_code,
+                phone=gen.phone() if new_phone else person.phone,
+            )
+        )
     people += [gen.person(7, 85) for _ in range(COMMUTERS - SHARED_COMMUTERS)]
     rng.shuffle(people)
     return [(f"C{i:06d}", p, card_type(rng, p)) for i, p in enumerate(people, start=1)]
@@ -240,9 +282,9 @@ def commuters(gen: PeopleGenerator, health: Sequence[tuple[str, Person, date]]) 
 def _tap_in(rng: random.Random, day: date, leg: int) -> datetime:
     """A tap-in time on day: morning or evening peak for commutes (leg 0/1), spread out otherwise."""
     if leg == 0:
-        hour = rng.choices((6, 7, 8, 9), weights=(2, 5, 5, 2))[0]
+        hour = rng.choice(MORNING_HOURS)
     elif leg == 1:
-        hour = rng.choices((17, 18, 19, 20), weights=(3, 5, 4, 2))[0]
+        hour = rng.choice(EVENING_HOURS)
     else:
         hour = rng.randint(6, 23)
     return datetime(day.year, day.month, day.day, hour) + timedelta(seconds=rng.randrange(3600))
@@ -260,7 +302,7 @@ def trips(rng: random.Random, cardholders: Sequence[tuple[str, Person, str]]) ->
     rows = []
     for cid, _, _ in rng.choices(cardholders, weights=usage, k=TRIPS):
         mode, home, work = anchors[cid]
-        leg = rng.choices((0, 1, 2), weights=(4, 4, 2))[0]
+        leg = rng.choice(LEGS)
         if leg == 2 or rng.random() < 0.1:
             mode = rng.choice(("mrt", "bus"))
             stops = MRT_STATIONS if mode == "mrt" else BUS_STOPS
@@ -273,14 +315,14 @@ def trips(rng: random.Random, cardholders: Sequence[tuple[str, Person, str]]) ->
         cents = min(99 + 3 * minutes, 237)
         if concession[cid]:
             cents = min(cents // 2 + 10, 108)
-        rows.append((cid, tap_in, tap_out, origin, destination, mode, cents))
+        fare = f"{cents // 100}.{cents % 100:02d}"
+        rows.append((cid, tap_in, tap_out, origin, destination, mode, fare))
     rows.sort(key=lambda r: (r[1], r[0]))
-    return [(i, cid, tin.isoformat(sep=" "), tout.isoformat(sep=" "), o, d, mode, f"{c // 100}.{c % 100:02d}")
-            for i, (cid, tin, tout, o, d, mode, c) in enumerate(rows, start=1)]
+    return [(i, *row) for i, row in enumerate(rows, start=1)]
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[object]]) -> None:
-    """Write one CSV with Unix line endings so the bytes are the same on every platform."""
+    """Write one CSV with Unix line endings so the bytes are the same on every platform (dates as ISO 8601)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as fh:
         writer = csv.writer(fh, lineterminator="\n")
@@ -295,25 +337,20 @@ def write_people_data(mesh: Path) -> None:
     health = participants(gen)
     _write_csv(
         mesh / HEALTH_DATA / "participants.csv",
-        ("participant_id", "nric", "full_name", "gender", "date_of_birth", "phone", "postal_code", "enrolled_on"),
-        ((pid, p.nric, p.full_name, p.gender, p.date_of_birth.isoformat(), p.phone, p.postal_code,
-          enrolled.isoformat()) for pid, p, enrolled in health),
+        PARTICIPANT_COLUMNS,
+        (
+            (pid, p.nric, p.full_name, p.gender, p.date_of_birth, p.phone, p.postal_code, enrolled)
+            for pid, p, enrolled in health
+        ),
     )
-    _write_csv(
-        mesh / HEALTH_DATA / "activities.csv",
-        ("activity_id", "participant_id", "activity_date", "activity_type", "steps", "active_minutes", "calories"),
-        activities(rng, health),
-    )
+    _write_csv(mesh / HEALTH_DATA / "activities.csv", ACTIVITY_COLUMNS, activities(rng, health))
     cardholders = commuters(gen, health)
     _write_csv(
         mesh / COMMUTER_DATA / "commuters.csv",
-        ("commuter_id", "nric", "full_name", "date_of_birth", "phone", "postal_code", "card_type"),
-        ((cid, p.nric, p.full_name, p.date_of_birth.isoformat(), p.phone, p.postal_code, card)
-         for cid, p, card in cardholders),
+        COMMUTER_COLUMNS,
+        (
+            (cid, p.nric, p.full_name, p.date_of_birth, p.phone, p.postal_code, card)
+            for cid, p, card in cardholders
+        ),
     )
-    _write_csv(
-        mesh / COMMUTER_DATA / "trips.csv",
-        ("trip_id", "commuter_id", "tap_in_at", "tap_out_at", "origin_station", "destination_station", "mode",
-         "fare"),
-        trips(rng, cardholders),
-    )
+    _write_csv(mesh / COMMUTER_DATA / "trips.csv", TRIP_COLUMNS, trips(rng, cardholders))

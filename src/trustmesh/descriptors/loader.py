@@ -352,9 +352,8 @@ def _load_contract(
     data = doc.data
     address = f"{domain}.{product}.{dataset}"
     for key, want in (("id", address), ("domain", domain), ("dataProduct", product)):
-        if key == "id" or key in data:
-            if data.get(key) != want:
-                problems.extend([doc.problem([key], f"{key} is {data.get(key)!r}, expected {want!r}", f"set `{key}: {want}`")])
+        if (key == "id" or key in data) and data.get(key) != want:
+            problems.extend([doc.problem([key], f"{key} is {data.get(key)!r}, expected {want!r}", f"set `{key}: {want}`")])
     objects = data.get("schema") or []
     if len(objects) != 1 or objects[0].get("name") != dataset:
         names = [o.get("name") for o in objects]
@@ -380,21 +379,21 @@ def _load_contract(
         cp = custom_properties(cps)
         classification = prop.get("classification")
         if classification is not None and classification not in scheme.levels:
-            problems.extend([doc.problem(where + ["classification"], f"classification {classification!r} is not in the mesh's scheme",
+            problems.extend([doc.problem([*where, "classification"], f"classification {classification!r} is not in the mesh's scheme",
                                          f"use one of {', '.join(scheme.levels)}")])
         sensitivity = cp.get("sensitivity", "non-sensitive")
         if sensitivity not in scheme.sensitivities:
-            problems.extend([doc.problem(where + ["customProperties", _cp_index(cps, "sensitivity")],
+            problems.extend([doc.problem([*where, "customProperties", _cp_index(cps, "sensitivity")],
                                          f"sensitivity {sensitivity!r} is not in the mesh's scheme",
                                          f"use one of {', '.join(scheme.sensitivities)}")])
         pii = cp.get("piiType")
         if pii is not None and pii not in scheme.pii_types:
-            problems.extend([doc.problem(where + ["customProperties", _cp_index(cps, "piiType")],
+            problems.extend([doc.problem([*where, "customProperties", _cp_index(cps, "piiType")],
                                          f"piiType {pii!r} is not known", f"use one of {', '.join(scheme.pii_types)}")])
         term = cp.get("glossaryTerm")
         if term is not None and term not in terms:
             close = difflib.get_close_matches(str(term), list(terms), n=1)
-            problems.extend([doc.problem(where + ["customProperties", _cp_index(cps, "glossaryTerm")],
+            problems.extend([doc.problem([*where, "customProperties", _cp_index(cps, "glossaryTerm")],
                                          f"glossary term {term!r} is not defined for domain {domain}",
                                          f"did you mean {close[0]!r}?" if close else "define it in mesh.yaml or the domain's glossary")])
         columns.append(Column(

@@ -61,7 +61,12 @@ def reader_sql(path: str, fmt: str, options: dict[str, Any]) -> str:
         raise ValueError(f"unknown {fmt} reader option(s) {', '.join(unknown)}; known: {', '.join(sorted(allowed))}")
     args = "".join(f", {k}={literal(v)}" for k, v in options.items())
     if fmt == "csv":
-        args = ", strict_mode=true" + args
+        # Pin the dialect so a malformed row is an error, never a reason for the sniffer to guess differently.
+        defaults: dict[str, Any] = {"quote": '"', "header": True, "skip": 0}
+        if not {"delim", "sep"} & set(options):
+            defaults["delim"] = "\t" if path.lower().endswith(".tsv") else ","
+        args = ", strict_mode=true" + "".join(f", {k}={literal(v)}" for k, v in defaults.items()
+                                               if k not in options) + args
     return f"read_{fmt}({literal(path)}{args})"
 
 
@@ -90,6 +95,16 @@ class DuckDBSession:
 
     def bind_arrow(self, view: str, table: Any) -> None:
         self.con.register(view, table)
+
+    def syntax_error(self, sql: str) -> tuple[str, int | None] | None:
+        """DuckDB's own parser verdict on `sql`: (message, line) when it does not parse, else None."""
+        try:
+            self.con.extract_statements(sql)
+        except duckdb.ParserException as exc:
+            text = str(exc).strip()
+            found = re.search(r"LINE (\d+):", text)
+            return text.splitlines()[0].removeprefix("Parser Error: "), int(found.group(1)) if found else None
+        return None
 
     def describe(self, sql: str) -> list[ColumnType]:
         rows = self._run(f"DESCRIBE {sql}").fetchall()

@@ -1,0 +1,5 @@
+"""`python -m trustmesh` runs the CLI."""
+
+from trustmesh.cli import main
+
+main()

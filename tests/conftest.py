@@ -1,0 +1,77 @@
+"""Shared fixtures: a small mesh written from {path: content} dicts, and the PostgreSQL server when present."""
+
+from __future__ import annotations
+
+import copy
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meshfactory import base_files, write_files
+
+from trustmesh.service import Workspace
+
+REPO = Path(__file__).resolve().parents[1]
+STANDARDS = REPO.parent / "shared" / "standards"
+PG_URL = os.environ.get("TRUSTMESH_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
+
+
+@pytest.fixture
+def files() -> dict[str, Any]:
+    return copy.deepcopy(base_files())
+
+
+@pytest.fixture
+def make_mesh(tmp_path: Path) -> Any:
+    """make_mesh(files, **overrides) → a Workspace on a fresh mesh folder written from the dicts."""
+    opened: list[Workspace] = []
+
+    def make(files: dict[str, Any] | None = None, metastore_url: str | None = None) -> Workspace:
+        root = tmp_path / f"mesh{len(opened)}"
+        write_files(root, files if files is not None else base_files())
+        ws = Workspace.open(root, metastore_url=metastore_url)
+        opened.append(ws)
+        return ws
+
+    yield make
+    for ws in opened:
+        ws.close()
+
+
+def _postgres_available() -> str | None:
+    try:
+        import psycopg  # noqa: F401
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return f"no PostgreSQL server answers at {PG_URL} ({type(exc).__name__}); set TRUSTMESH_TEST_POSTGRES"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
+    reason = _postgres_available()
+    if reason:
+        pytest.skip(reason)
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"trustmesh_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()

@@ -1,0 +1,112 @@
+"""Builds small mesh repos from {path: content} dicts, like dbt's project fixture."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trustmesh.yamlfile import dump_yaml
+
+
+def person(pid: str, *roles: str) -> dict[str, Any]:
+    return {"id": pid, "name": pid.replace("-", " ").title(), "email": f"{pid}@example.gov.sg", "roles": list(roles)}
+
+
+def domain_yaml(name: str, kind: str = "ssot", sector: str = "transport") -> dict[str, Any]:
+    return {"name": name, "kind": kind, "sector": sector, "description": f"The {name} domain.",
+            "people": [person(f"{name}-owner", "data-owner"), person(f"{name}-steward", "data-domain-steward"),
+                       person(f"{name}-dev", "developer", "data-product-owner")],
+            "glossary": [{"term": f"{name}-term", "definition": f"A term of {name}."}]}
+
+
+def column(name: str, logical: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "logicalType": logical, "description": f"The {name.replace('_', ' ')}.",
+            "classification": extra.pop("classification", "official-open"), **extra}
+
+
+def contract_yaml(domain: str, product: str, dataset: str, columns: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v3.1.0", "kind": "DataContract", "id": f"{domain}.{product}.{dataset}", "name": dataset,
+            "version": "1.0.0", "status": "active", "domain": domain, "dataProduct": product,
+            "description": {"purpose": f"{dataset} of {product}"},
+            "schema": [{"name": dataset, "physicalType": "table", "description": f"The {dataset} dataset.",
+                        "properties": columns}]}
+
+
+def product_yaml(domain: str, product: str, outputs: list[str], inputs: list[dict[str, Any]],
+                 kind: str = "source-aligned") -> dict[str, Any]:
+    return {"apiVersion": "v1.0.0", "kind": "DataProduct", "id": f"{domain}.{product}", "name": product,
+            "domain": domain, "status": "active", "version": "1.0.0",
+            "description": {"purpose": f"The {product} product.", "usage": "Tests.", "limitations": "None."},
+            "team": {"members": [{"username": f"{domain}-dev", "role": "data-product-owner"}]},
+            "customProperties": [{"property": "productKind", "value": kind}],
+            "inputPorts": inputs,
+            "outputPorts": [{"name": o, "version": "1.0.0", "contractId": f"{domain}.{product}.{o}"} for o in outputs]}
+
+
+def file_input(name: str, path: str, fmt: str | None = None) -> dict[str, Any]:
+    source: dict[str, Any] = {"type": "file", "path": path}
+    if fmt:
+        source["format"] = fmt
+    return {"name": name, "version": "1.0.0", "contractId": f"source.{name}",
+            "customProperties": [{"property": "source", "value": source}]}
+
+
+def product_input(address: str, name: str | None = None) -> dict[str, Any]:
+    return {"name": name or address.rsplit(".", 1)[1], "version": "1.0.0", "contractId": address,
+            "customProperties": [{"property": "source", "value": {"type": "product", "address": address}}]}
+
+
+ITEMS_CSV = "item_id,name,price,sold_on\n1,apple,1.5,2024-01-01\n2,pear,2.0,2024-01-02\n3,plum,0.5,2024-01-02\n"
+
+
+def base_files() -> dict[str, Any]:
+    """Two domains: alpha.shop-dp publishes items from a CSV; beta.stats-dp aggregates them."""
+    shop = "domains/alpha/products/shop-dp"
+    stats = "domains/beta/products/stats-dp"
+    return {
+        "mesh.yaml": {"name": "test-mesh", "description": "A mesh for tests.",
+                      "governance": {"glossary": [{"term": "price", "definition": "What an item costs."}]},
+                      "people": [person("gdo", "governance-admin")]},
+        "domains/alpha/domain.yaml": domain_yaml("alpha"),
+        "domains/beta/domain.yaml": domain_yaml("beta", kind="trusted-centre"),
+        f"{shop}/product.yaml": product_yaml("alpha", "shop-dp", ["items", "cheap_items"],
+                                             [file_input("raw_items", "data/items.csv")]),
+        f"{shop}/data/items.csv": ITEMS_CSV,
+        f"{shop}/sql/items.sql": "SELECT item_id, name, price, sold_on FROM raw_items\n",
+        f"{shop}/sql/cheap_items.sql": "SELECT item_id, name FROM raw_items WHERE price < 1.8\n",
+        f"{shop}/contracts/items.odcs.yaml": contract_yaml("alpha", "shop-dp", "items", [
+            column("item_id", "integer", required=True, primaryKey=True, primaryKeyPosition=1, physicalType="BIGINT"),
+            column("name", "string", required=True),
+            column("price", "number", physicalType="DOUBLE",
+                   customProperties=[{"property": "glossaryTerm", "value": "price"}]),
+            column("sold_on", "date"),
+        ]),
+        f"{shop}/contracts/cheap_items.odcs.yaml": contract_yaml("alpha", "shop-dp", "cheap_items", [
+            column("item_id", "integer", required=True, primaryKey=True, primaryKeyPosition=1),
+            column("name", "string"),
+        ]),
+        f"{stats}/product.yaml": product_yaml("beta", "stats-dp", ["daily_sales"],
+                                              [product_input("alpha.shop-dp.items")], kind="aggregated"),
+        f"{stats}/sql/daily_sales.sql": 'SELECT sold_on, count(*) AS items, sum(price) AS revenue\n'
+                                        'FROM alpha."shop-dp".items GROUP BY sold_on\n',
+        f"{stats}/contracts/daily_sales.odcs.yaml": contract_yaml("beta", "stats-dp", "daily_sales", [
+            column("sold_on", "date", required=True, primaryKey=True, primaryKeyPosition=1),
+            column("items", "integer"),
+            column("revenue", "number"),
+        ]),
+    }
+
+
+def write_files(root: Path, files: dict[str, Any]) -> Path:
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if content is None:
+            path.unlink(missing_ok=True)
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        elif isinstance(content, str):
+            path.write_text(content, encoding="utf-8")
+        else:
+            path.write_text(dump_yaml(content), encoding="utf-8")
+    return root

@@ -1,0 +1,174 @@
+"""Every bad input gets a clear problem naming file, line or path, and the fix; nothing is published."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from meshfactory import ITEMS_CSV, base_files, contract_yaml, product_input, write_files
+from typer.testing import CliRunner
+
+from trustmesh.cli import app
+from trustmesh.errors import MetastoreUnavailable
+from trustmesh.service import Workspace
+
+SHOP = "domains/alpha/products/shop-dp"
+STATS = "domains/beta/products/stats-dp"
+runner = CliRunner()
+
+
+def _set(files: dict[str, Any], key: str, mutate: Any) -> None:
+    mutate(files[key])
+
+
+CASES: dict[str, tuple[Any, str, str]] = {
+    # name: (mutation of the files dict, file the problem names, words in the message)
+    "malformed yaml": (lambda f: f.update({f"{SHOP}/product.yaml": "apiVersion: v1.0.0\nkind: [DataProduct\n"}),
+                       f"{SHOP}/product.yaml", "malformed YAML"),
+    "unknown key in mesh.yaml": (lambda f: f["mesh.yaml"].update({"platfrom": {}}), "mesh.yaml", "unknown key 'platfrom'"),
+    "missing key in domain.yaml": (lambda f: f["domains/alpha/domain.yaml"].pop("kind"),
+                                   "domains/alpha/domain.yaml", "missing required key 'kind'"),
+    "unknown key in product (ODPS)": (lambda f: f[f"{SHOP}/product.yaml"].update({"owner": "me"}),
+                                      f"{SHOP}/product.yaml", "'owner' was unexpected"),
+    "contract fails ODCS": (lambda f: f[f"{SHOP}/contracts/items.odcs.yaml"]["schema"][0]["properties"][0]
+                            .update({"logicalType": "int"}), f"{SHOP}/contracts/items.odcs.yaml", "'int' is not one of"),
+    "no contract for an output": (lambda f: f.update({f"{SHOP}/contracts/cheap_items.odcs.yaml": None}),
+                                  f"{SHOP}/product.yaml", "no contract"),
+    "sql does not parse": (lambda f: f.update({f"{SHOP}/sql/items.sql": "SELECT item_id,\n  FROM FROM raw_items\n"}),
+                           f"{SHOP}/sql/items.sql", "SQL does not parse"),
+    "sql misses a contract column": (lambda f: f.update({f"{SHOP}/sql/items.sql": "SELECT item_id, name, price FROM raw_items"}),
+                                     f"{SHOP}/sql/items.sql", "no column 'sold_on'"),
+    "sql has the wrong type": (lambda f: f.update({f"{SHOP}/sql/items.sql":
+                                                   "SELECT item_id, name, name AS price, sold_on FROM raw_items"}),
+                               f"{SHOP}/sql/items.sql", "column 'price' is VARCHAR (string) but the contract says number"),
+    "duplicate address": (lambda f: f[f"{SHOP}/product.yaml"]["outputPorts"].append(
+        dict(f[f"{SHOP}/product.yaml"]["outputPorts"][0])), f"{SHOP}/product.yaml", "duplicate address alpha.shop-dp.items"),
+    "reference to a missing product": (lambda f: f[f"{STATS}/product.yaml"].update(
+        {"inputPorts": [product_input("alpha.shopp-dp.items", "items")]}), f"{STATS}/product.yaml", "no product publishes"),
+    "missing source file": (lambda f: f.update({f"{SHOP}/data/items.csv": None}), f"{SHOP}/product.yaml",
+                            "source file domains/alpha/products/shop-dp/data/items.csv not found"),
+    "sql reads an undeclared input": (lambda f: f.update({f"{STATS}/sql/daily_sales.sql":
+                                                          'SELECT sold_on, count(*) AS items, sum(price) AS revenue '
+                                                          'FROM alpha."shop-dp".cheap_items GROUP BY sold_on'}),
+                                      f"{STATS}/sql/daily_sales.sql", "not an input port"),
+    "sql writes": (lambda f: f.update({f"{SHOP}/sql/items.sql": "DELETE FROM raw_items"}), f"{SHOP}/sql/items.sql",
+                   "only a read-only query"),
+    "unknown glossary term": (lambda f: f[f"{SHOP}/contracts/items.odcs.yaml"]["schema"][0]["properties"][2]
+                              ["customProperties"][0].update({"value": "prize"}), f"{SHOP}/contracts/items.odcs.yaml",
+                              "glossary term 'prize' is not defined"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_reported_with_location_and_fix(make_mesh: Any, case: str) -> None:
+    mutate, file, words = CASES[case]
+    files = base_files()
+    mutate(files)
+    ws = make_mesh(files)
+    problems = [p for p in ws.validate() if p.severity == "error"]
+    matching = [p for p in problems if words in p.message]
+    assert matching, f"{case}: expected {words!r} in {[str(p) for p in problems]}"
+    assert matching[0].file == file
+    assert matching[0].fix
+    result = runner.invoke(app, ["build", "--mesh", str(ws.root)])
+    assert result.exit_code == 1, result.output
+    assert words in " ".join(result.output.split())
+    assert ws.catalog.datasets() == []  # nothing published
+
+
+def test_problems_carry_lines_and_readable_paths(make_mesh: Any) -> None:
+    files = base_files()
+    files[f"{SHOP}/contracts/items.odcs.yaml"]["schema"][0]["properties"][1]["classification"] = "secretive"
+    ws = make_mesh(files)
+    [problem] = [p for p in ws.validate() if "secretive" in p.message]
+    assert problem.path == "schema[items].properties[name].classification"
+    text = (ws.root / problem.file).read_text().splitlines()
+    assert problem.line is not None and "secretive" in text[problem.line - 1]
+    sql = [p for p in make_mesh({**base_files(), f"{SHOP}/sql/items.sql": "SELECT item_id\nFROM raw_items\nWHERE (\n"})
+           .validate() if "does not parse" in p.message]
+    assert sql and sql[0].line is not None and sql[0].line >= 3
+
+
+def test_all_problems_are_reported_at_once(make_mesh: Any) -> None:
+    files = base_files()
+    files["mesh.yaml"]["platfrom"] = {}
+    files[f"{SHOP}/product.yaml"]["owner"] = "me"
+    files["domains/beta/domain.yaml"]["kind"] = "agency"
+    problems = make_mesh(files).validate()
+    assert {p.file for p in problems} >= {"mesh.yaml", f"{SHOP}/product.yaml", "domains/beta/domain.yaml"}
+
+
+def test_cycle_is_named(make_mesh: Any) -> None:
+    files = base_files()
+    shop = files[f"{SHOP}/product.yaml"]
+    shop["inputPorts"].append(product_input("beta.stats-dp.daily_sales"))
+    problems = make_mesh(files).validate()
+    [cycle] = [p for p in problems if "cycle" in p.message]
+    assert "alpha.shop-dp" in cycle.message and "beta.stats-dp" in cycle.message
+
+
+@pytest.mark.parametrize("content, words, options", [
+    (ITEMS_CSV + '5,"unterminated,1.0,2024-01-05\n', "CSV", None),
+    (ITEMS_CSV + "6,kiwi,1.0,2024-01-06,surplus\n", "CSV", None),
+    (ITEMS_CSV + "6,kiwi,notanumber,2024-01-06\n", "notanumber", {"types": {"price": "DOUBLE"}}),
+    (ITEMS_CSV.encode() + b"7,caf\xe9,1.0,2024-01-07\n", "unicode", None),
+])
+def test_bad_csv_fails_the_build_and_keeps_the_previous_version(make_mesh: Any, content: Any, words: str,
+                                                                options: Any) -> None:
+    files = base_files()
+    if options:
+        files[f"{SHOP}/product.yaml"]["inputPorts"][0]["customProperties"][0]["value"]["options"] = options
+    ws = make_mesh(files)
+    assert ws.build().ok
+    write_files(ws.root, {f"{SHOP}/data/items.csv": content})
+    result = runner.invoke(app, ["build", "--mesh", str(ws.root)])
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert words.lower() in text.lower(), text
+    assert "items.csv" in text
+    assert [v["version"] for v in ws.catalog.versions("alpha.shop-dp.items")] == [1]
+
+
+@pytest.mark.parametrize("row, words", [
+    ("4,,1.0,2024-01-04\n", "name is required but has NULL in 1 rows"),
+    ("1,apple-again,1.0,2024-01-04\n", "primary key (item_id) is not unique: 1 duplicate rows"),
+])
+def test_data_violating_the_contract_is_not_published(make_mesh: Any, row: str, words: str) -> None:
+    ws = make_mesh()
+    ws.build()
+    write_files(ws.root, {f"{SHOP}/data/items.csv": ITEMS_CSV + row})
+    result = ws.build()
+    assert result.products[0].status == "failed"
+    assert any(words in p.message for p in result.products[0].problems), result.products[0].problems
+    assert ws.catalog.read("alpha.shop-dp.items").num_rows == 3
+
+
+def test_metastore_that_cannot_connect(make_mesh: Any) -> None:
+    ws = make_mesh(metastore_url="postgresql+psycopg://nobody@127.0.0.1:1/none")
+    with pytest.raises(MetastoreUnavailable, match=r"cannot connect to the metastore.*fix:"):
+        ws.build()
+    result = runner.invoke(app, ["catalog", "list", "--mesh", str(ws.root)],
+                           env={"TRUSTMESH_METASTORE_URL": "postgresql+psycopg://nobody@127.0.0.1:1/none"})
+    assert result.exit_code == 1
+
+
+def test_not_a_mesh(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["validate", "--mesh", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "trustmesh init" in result.output
+
+
+def test_contract_id_mismatch(make_mesh: Any) -> None:
+    files = base_files()
+    files[f"{SHOP}/contracts/items.odcs.yaml"] = contract_yaml("alpha", "other-dp", "items",
+                                                               files[f"{SHOP}/contracts/items.odcs.yaml"]["schema"][0]["properties"])
+    problems = make_mesh(files).validate()
+    assert any("expected 'alpha.shop-dp.items'" in p.message for p in problems)
+
+
+def test_workspace_reports_unknown_selector(make_mesh: Any) -> None:
+    ws: Workspace = make_mesh()
+    result = runner.invoke(app, ["build", "alpha.shop", "--mesh", str(ws.root)])
+    assert result.exit_code == 2
+    assert "did you mean" in result.output
