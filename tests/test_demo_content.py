@@ -14,10 +14,10 @@ import duckdb
 import jsonschema
 import pytest
 import sqlglot
-from ruamel.yaml import YAML
 
 from trustmesh.demo import write_demo
 from trustmesh.privacy.identifiers import is_valid_nric, is_valid_postal_code, is_valid_sg_phone
+from trustmesh.yamlfile import load_yaml
 
 TEMPLATE = Path(__file__).parents[1] / "src/trustmesh/demo/mesh"
 STANDARDS = Path(__file__).parents[2] / "shared/standards"
@@ -48,8 +48,10 @@ TYPE_FAMILIES = {
 
 
 def load(path: Path) -> Any:
-    """Parse YAML the way trustmesh does (YAML 1.2, plain Python values)."""
-    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8"))
+    """Parse YAML the way trustmesh does (plain Python values, dates kept as written)."""
+    doc, problem = load_yaml(path)
+    assert doc is not None, problem
+    return doc.data
 
 
 def custom(items: list[dict[str, Any]] | None, name: str) -> Any:

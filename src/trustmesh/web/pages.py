@@ -1,0 +1,196 @@
+"""The catalog UI: server-rendered pages, each with a JSON twin (the same URL plus `.json`) holding what it renders."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from trustmesh.catalog import Catalog
+from trustmesh.descriptors.models import IM8_LEVELS, PRODUCT_KINDS, SENSITIVITIES
+from trustmesh.web.api import CatalogDep, SearchDep, SearchQuery, product_address
+
+# facet in the catalog's search result → (query parameter, heading, preferred order of values)
+FACETS: dict[str, tuple[str, str, list[str]]] = {
+    "domain": ("domain", "Domain", []),
+    "sector": ("sector", "Sector", []),
+    "product_kind": ("product_kind", "Product kind", PRODUCT_KINDS),
+    "classification": ("classification", "Classification (IM8)", IM8_LEVELS),
+    "sensitivity": ("sensitivity", "Sensitivity", SENSITIVITIES),
+    "has_pii": ("pii", "Personal data", ["true", "false"]),
+}
+VALUE_LABELS = {"true": "Contains PII", "false": "No PII"}
+
+
+def product_url(address: str) -> str:
+    return f"/products/{quote(address)}"
+
+
+def dataset_url(address: str) -> str:
+    """The product page anchored at the dataset: one link, no redirect."""
+    product, name = address.rsplit(".", 1)
+    return f"{product_url(product)}#dataset-{quote(name)}"
+
+
+def column_url(dataset: str, column: str) -> str:
+    product, name = dataset.rsplit(".", 1)
+    return f"{product_url(product)}#column-{quote(name)}-{quote(column)}"
+
+
+def when(iso: str | None) -> str:
+    """An ISO timestamp as people read it: 2024-05-01 09:30 UTC."""
+    if not iso:
+        return "—"
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def number(value: int | None) -> str:
+    return "—" if value is None else f"{value:,}"
+
+
+def label(value: str) -> str:
+    """`data-domain-steward` → `Data domain steward`."""
+    return value.replace("-", " ").replace("_", " ").capitalize()
+
+
+env = Environment(loader=PackageLoader("trustmesh.web", "templates"), autoescape=True, undefined=StrictUndefined,
+                  trim_blocks=True, lstrip_blocks=True)
+env.filters.update(when=when, number=number, label=label)
+env.globals.update(product_url=product_url, dataset_url=dataset_url, column_url=column_url)
+templates = Jinja2Templates(env=env)
+router = APIRouter(include_in_schema=False)
+
+
+def twin(address: str, parts: int) -> tuple[str, bool]:
+    """Split `a.b.json` into (`a.b`, True) when what is left still has `parts` parts, so a thing named json stays."""
+    stem = address.removesuffix(".json")
+    if stem != address and stem.count(".") >= parts - 1:
+        return stem, True
+    return address, False
+
+
+def render_error(request: Request, status: int, message: str, problems: list[dict[str, Any]]) -> Response:
+    context = {"title": HTTPStatus(status).phrase, "status": status, "message": message, "problems": problems}
+    return templates.TemplateResponse(request, "error.html", context, status_code=status)
+
+
+# --- search -------------------------------------------------------------------------------------------------------
+
+
+def search_data(catalog: Catalog, query: SearchQuery) -> dict[str, Any]:
+    """What the search page shows: the ranked hits and facets, and the datasets' descriptions and row counts."""
+    return {"search": query.run(catalog), "datasets": catalog.datasets(query.domain)}
+
+
+def _state(query: SearchQuery) -> dict[str, str]:
+    """The query as URL parameters, so facet links keep the text and the other filters."""
+    values = {"q": query.q, "domain": query.domain, "sector": query.sector, "product_kind": query.product_kind,
+              "classification": query.classification, "sensitivity": query.sensitivity,
+              "pii": None if query.pii is None else str(query.pii).lower(),
+              "limit": None if query.limit == SearchQuery.limit else str(query.limit)}
+    return {k: v for k, v in values.items() if v}
+
+
+def search_url(params: dict[str, str]) -> str:
+    return f"/?{urlencode(params)}" if params else "/"
+
+
+def _ordered(counts: dict[str, int], preferred: list[str]) -> Iterable[tuple[str, int]]:
+    rank = {v: i for i, v in enumerate(preferred)}
+    return sorted(counts.items(), key=lambda kv: (rank.get(kv[0], len(rank)), -kv[1], kv[0]))
+
+
+def facet_view(query: SearchQuery, facets: dict[str, dict[str, int]]) -> list[dict[str, Any]]:
+    """Each facet's values with counts and a link that selects the value, or clears it when already selected."""
+    state = _state(query)
+    state.pop("limit", None)
+    out = []
+    for facet, (param, heading, preferred) in FACETS.items():
+        selected = state.get(param)
+        others = {k: v for k, v in state.items() if k != param}
+        values = [{"value": value, "label": VALUE_LABELS.get(value, value), "count": count,
+                   "selected": value == selected, "url": search_url(others if value == selected else
+                                                                    {**others, param: value})}
+                  for value, count in _ordered(facets.get(facet, {}), preferred)]
+        out.append({"param": param, "heading": heading, "values": values, "selected": selected,
+                    "clear_url": search_url(others)})
+    return out
+
+
+def result_view(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """Hits folded into one entry per dataset (in rank order), with its matching columns under it."""
+    described = {d["address"]: d for d in data["datasets"]}
+    results: dict[str, dict[str, Any]] = {}
+    for hit in data["search"]["hits"]:
+        entry = results.get(hit["dataset"])
+        if entry is None:
+            info = described.get(hit["dataset"], {})
+            entry = results[hit["dataset"]] = {
+                "address": hit["dataset"], "name": hit["dataset"].rsplit(".", 1)[1], "product": hit["product"],
+                "domain": hit["domain"], "sector": hit["sector"], "product_kind": hit["product_kind"],
+                "classification": info.get("classification", hit["classification"]),
+                "sensitivity": info.get("sensitivity", hit["sensitivity"]),
+                "has_pii": info.get("has_pii", hit["has_pii"]), "description": info.get("description", ""),
+                "rows": info.get("rows"), "columns": []}
+        if hit["kind"] == "column":
+            entry["columns"].append(hit["address"].rsplit(".", 1)[1])
+    return list(results.values())
+
+
+def by_domain(results: list[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for entry in results:
+        groups.setdefault(entry["domain"], []).append(entry)
+    return sorted(groups.items())
+
+
+@router.get("/", response_class=HTMLResponse)
+@router.get("/search", response_class=HTMLResponse)
+def search_page(request: Request, catalog: CatalogDep, query: SearchDep) -> Response:
+    data = search_data(catalog, query)
+    results = result_view(data)
+    state = _state(query)
+    more = search_url({**state, "limit": str(min(query.limit * 4, 500))}) if data["search"]["total"] > query.limit \
+        else None
+    context = {"title": f"“{query.q}” — search" if query.q else "Find data", "query": query, "data": data,
+               "results": results, "groups": by_domain(results), "facets": facet_view(query, data["search"]["facets"]),
+               "hidden": {k: v for k, v in state.items() if k != "q"}, "more_url": more,
+               "json_url": "/.json" + (f"?{urlencode(state)}" if state else "")}
+    return templates.TemplateResponse(request, "search.html", context)
+
+
+@router.get("/.json")
+@router.get("/search.json")
+def search_page_json(catalog: CatalogDep, query: SearchDep) -> dict[str, Any]:
+    return search_data(catalog, query)
+
+
+# --- products and datasets ----------------------------------------------------------------------------------------
+
+
+@router.get("/products/{address}")
+def product_page(request: Request, catalog: CatalogDep, address: str) -> Response:
+    address, as_json = twin(address, 2)
+    product = catalog.product(product_address(address))
+    if as_json:
+        return JSONResponse(product)
+    context = {"title": f"{product['name']} — {product['domain']}", "product": product,
+               "json_url": f"{product_url(product['address'])}.json"}
+    return templates.TemplateResponse(request, "product.html", context)
+
+
+@router.get("/datasets/{address}")
+def dataset_page(catalog: CatalogDep, address: str) -> RedirectResponse:
+    """A dataset lives on its product's page: check it exists, then send the reader to its section there."""
+    address, as_json = twin(address, 3)
+    shown = catalog.show(address)
+    if as_json:
+        return RedirectResponse(f"{product_url(shown['product'])}.json", status_code=307)
+    return RedirectResponse(dataset_url(shown["address"]), status_code=307)
