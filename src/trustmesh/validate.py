@@ -61,18 +61,21 @@ def resolve_views(product: Product, sql: ProductSql) -> tuple[dict[str, InputPor
     return resolved, problems
 
 
-def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None) -> list[Problem]:
+def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None, *,
+               session: EngineSession | None = None) -> list[Problem]:
     """Every cross-file problem of the mesh (or of the given products), all at once."""
     problems = list(cycle_problems(mesh))
     datasets = mesh.datasets
-    for address in products or sorted(mesh.products):
-        product = mesh.products[address]
-        problems += _check_inputs(mesh, product, datasets)
-        session = engine.session()
-        try:
+    own = session is None
+    session = session or engine.session()
+    try:
+        for address in sorted(mesh.products) if products is None else products:
+            product = mesh.products[address]
+            problems += _check_inputs(mesh, product, datasets)
             for output in product.outputs:
                 problems += check_output(mesh, engine, session, product, output)
-        finally:
+    finally:
+        if own:
             session.close()
     return problems
 

@@ -27,7 +27,7 @@ from trustmesh.descriptors.models import (
     SourceSpec,
 )
 from trustmesh.errors import InvalidMesh, Problem, ProblemList
-from trustmesh.standards import ODCS, ODPS, schema_errors
+from trustmesh.standards import ODCS, ODPS, ValidCache, schema_errors
 from trustmesh.yamlfile import YamlDocument, load_yaml
 
 MESH_FILE = "mesh.yaml"
@@ -45,6 +45,7 @@ def load_mesh(root: Path, *, strict: bool = True) -> tuple[Mesh, list[Problem]]:
         )
     config = _load_model(root, root / MESH_FILE, MeshConfig, problems)
     mesh = Mesh(root=root, config=config or MeshConfig(name="unnamed"))
+    cache = ValidCache(root / ".trustmesh" / "cache")
     for person in mesh.config.people:
         for role in person.roles:
             if role not in MESH_ROLES + DOMAIN_ROLES:
@@ -58,12 +59,13 @@ def load_mesh(root: Path, *, strict: bool = True) -> tuple[Mesh, list[Problem]]:
     for domain_name in sorted(mesh.domains):
         products_dir = domains_dir / domain_name / "products"
         for folder in sorted(p for p in products_dir.glob("*") if p.is_dir()) if products_dir.is_dir() else []:
-            product = _load_product(mesh, folder, problems)
+            product = _load_product(mesh, folder, problems, cache)
             if product is not None:
                 if product.address in mesh.products:
                     problems.add(product.file, f"duplicate product address {product.address}",
                                  path="id", fix="give each product a unique id <domain>.<product>")
                 mesh.products[product.address] = product
+    cache.save()
     if strict:
         problems.raise_if_any()
     return mesh, problems.items
@@ -176,11 +178,11 @@ def _cp_index(items: list[dict[str, Any]] | None, name: str) -> int | None:
     return None
 
 
-def standard_problems(doc: YamlDocument, schema: str, standard: str) -> list[Problem]:
+def standard_problems(doc: YamlDocument, schema: str, standard: str, cache: ValidCache | None = None) -> list[Problem]:
     """Problems of `doc` against an official JSON schema, deduplicated, with lines."""
     seen: set[tuple[str, str]] = set()
     out = []
-    for err in schema_errors(schema, doc.data):
+    for err in schema_errors(schema, doc.data, cache):
         path = list(err.absolute_path)
         message = err.message.replace("Unevaluated properties", "Additional properties")
         key = (doc.readable_path(path), message)
@@ -199,7 +201,7 @@ def standard_problems(doc: YamlDocument, schema: str, standard: str) -> list[Pro
     return out
 
 
-def _load_product(mesh: Mesh, folder: Path, problems: ProblemList) -> Product | None:
+def _load_product(mesh: Mesh, folder: Path, problems: ProblemList, cache: ValidCache) -> Product | None:
     root = mesh.root
     path = folder / "product.yaml"
     rel = _rel(root, path)
@@ -213,7 +215,7 @@ def _load_product(mesh: Mesh, folder: Path, problems: ProblemList) -> Product | 
         problems.extend([problem])
         return None
     assert doc is not None
-    schema_issues = standard_problems(doc, ODPS, "ODPS v1.0.0")
+    schema_issues = standard_problems(doc, ODPS, "ODPS v1.0.0", cache)
     problems.extend(schema_issues)
     if schema_issues:
         return None
@@ -244,7 +246,7 @@ def _load_product(mesh: Mesh, folder: Path, problems: ProblemList) -> Product | 
                                          f"unknown person {member.get('username')!r}",
                                          f"declare them under `people:` in domains/{domain_name}/domain.yaml or mesh.yaml")])
     inputs = _input_ports(doc, problems)
-    outputs = _output_ports(mesh, doc, folder, domain_name, name, problems)
+    outputs = _output_ports(mesh, doc, folder, domain_name, name, problems, cache)
     return Product(
         address=address, domain=domain_name, name=name, kind=kind if kind in PRODUCT_KINDS else "source-aligned",
         tier=tier if tier in TIERS else "gold", status=data.get("status", ""), version=str(data.get("version", "")),
@@ -286,7 +288,7 @@ def _input_ports(doc: YamlDocument, problems: ProblemList) -> list[InputPort]:
 
 
 def _output_ports(
-    mesh: Mesh, doc: YamlDocument, folder: Path, domain: str, product: str, problems: ProblemList
+    mesh: Mesh, doc: YamlDocument, folder: Path, domain: str, product: str, problems: ProblemList, cache: ValidCache
 ) -> list[OutputDataset]:
     outputs: list[OutputDataset] = []
     ports = doc.data.get("outputPorts") or []
@@ -324,7 +326,8 @@ def _output_ports(
                 sql = sql_path.read_text(encoding="utf-8")
             except (UnicodeDecodeError, OSError) as exc:
                 problems.add(f"{prefix}/{sql_rel}", f"cannot read the SQL file: {exc}", fix="save it as UTF-8 text")
-        contract = _load_contract(mesh, folder / contract_rel, f"{prefix}/{contract_rel}", domain, product, name, problems)
+        contract = _load_contract(mesh, folder / contract_rel, f"{prefix}/{contract_rel}", domain, product, name,
+                                  problems, cache)
         if contract is None and not (folder / contract_rel).exists():
             problems.extend([doc.problem(["outputPorts", i], f"no contract {prefix}/{contract_rel} for dataset {name!r}",
                                          f"write an ODCS v3.1.0 contract in {prefix}/{contract_rel}")])
@@ -336,7 +339,8 @@ def _output_ports(
 
 
 def _load_contract(
-    mesh: Mesh, path: Path, rel: str, domain: str, product: str, dataset: str, problems: ProblemList
+    mesh: Mesh, path: Path, rel: str, domain: str, product: str, dataset: str, problems: ProblemList,
+    cache: ValidCache,
 ) -> Contract | None:
     if not path.exists():
         return None
@@ -345,7 +349,7 @@ def _load_contract(
         problems.extend([problem])
         return None
     assert doc is not None
-    issues = standard_problems(doc, ODCS, "ODCS v3.1.0")
+    issues = standard_problems(doc, ODCS, "ODCS v3.1.0", cache)
     problems.extend(issues)
     if issues:
         return None

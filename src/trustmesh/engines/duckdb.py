@@ -115,6 +115,9 @@ class DuckDBSession:
         row = self._run(f"SELECT count(*) FROM {quote(table)}").fetchone()
         return int(row[0]) if row else 0
 
+    def drop(self, table: str) -> None:
+        self._run(f"DROP TABLE IF EXISTS {quote(table)}")
+
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         return self._run(sql).fetchall()
 
