@@ -53,7 +53,7 @@ def literal(value: Any) -> str:
     raise ValueError(f"unsupported option value {value!r}")
 
 
-def reader_sql(path: str, fmt: str, options: dict[str, Any]) -> str:
+def reader_sql(path: str | list[str], fmt: str, options: dict[str, Any]) -> str:
     """`read_csv('data/x.csv', header=true)` etc.; unknown options are refused, not passed through."""
     allowed = READER_OPTIONS[fmt]
     unknown = sorted(set(options) - allowed)
@@ -64,7 +64,8 @@ def reader_sql(path: str, fmt: str, options: dict[str, Any]) -> str:
         # Pin the dialect so a malformed row is an error, never a reason for the sniffer to guess differently.
         defaults: dict[str, Any] = {"quote": '"', "header": True, "skip": 0}
         if not {"delim", "sep"} & set(options):
-            defaults["delim"] = "\t" if path.lower().endswith(".tsv") else ","
+            first = path if isinstance(path, str) else path[0]
+            defaults["delim"] = "\t" if first.lower().endswith(".tsv") else ","
         args = ", strict_mode=true" + "".join(f", {k}={literal(v)}" for k, v in defaults.items()
                                                if k not in options) + args
     return f"read_{fmt}({literal(path)}{args})"
@@ -83,7 +84,7 @@ class DuckDBSession:
             text = str(exc).strip()
             raise QueryFailed(text.splitlines()[0] if "\n" not in text[:300] else " ".join(text.split())[:600]) from exc
 
-    def bind_file(self, view: str, path: str, fmt: str, options: dict[str, Any]) -> None:
+    def bind_file(self, view: str, path: str | list[str], fmt: str, options: dict[str, Any]) -> None:
         self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM {reader_sql(path, fmt, options)}")
 
     def bind_parquet(self, view: str, files: list[str]) -> None:
@@ -128,7 +129,7 @@ class DuckDBSession:
             raise QueryFailed(str(exc).strip().splitlines()[0]) from exc
 
     def write_parquet(self, sql: str, path: str) -> None:
-        self._run(f"COPY ({sql}) TO {literal(path)} (FORMAT parquet, COMPRESSION zstd)")
+        self._run(f"COPY ({sql}) TO {literal(path)} (FORMAT parquet)")
 
     def close(self) -> None:
         self.con.close()
