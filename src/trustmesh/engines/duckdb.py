@@ -116,8 +116,8 @@ class DuckDBSession:
         row = self._run(f"SELECT count(*) FROM {quote(table)}").fetchone()
         return int(row[0]) if row else 0
 
-    def drop(self, table: str) -> None:
-        self._run(f"DROP TABLE IF EXISTS {quote(table)}")
+    def drop_view(self, view: str) -> None:
+        self._run(f"DROP VIEW IF EXISTS {quote(view)}")
 
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         return self._run(sql).fetchall()
