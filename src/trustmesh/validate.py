@@ -34,6 +34,11 @@ def source_files(product: Product, port: InputPort) -> list[Path]:
     return [path] if path.is_file() else []
 
 
+def file_argument(product: Product, port: InputPort) -> list[str]:
+    """The files of a file input, as the engine reader is given them."""
+    return [str(p) for p in source_files(product, port)]
+
+
 def source_format(port: InputPort) -> str:
     if port.source.format:
         return port.source.format
@@ -121,8 +126,7 @@ def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: d
             if not files:
                 continue
             try:
-                session.bind_file(view, str(files[0]) if len(files) == 1 else str(product.folder / (port.source.path or "")),
-                                  source_format(port), port.source.options)
+                session.bind_file(view, file_argument(product, port), source_format(port), port.source.options)
             except (QueryFailed, ValueError) as exc:
                 problems.append(Problem(product.file, f"cannot read source {port.source.path}: {_first_line(exc)}",
                                         f"inputPorts[{port.name}]", fix="check the file and the source options"))

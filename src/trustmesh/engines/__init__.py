@@ -11,6 +11,10 @@ from trustmesh.errors import TrustmeshError, UsageError
 class QueryFailed(TrustmeshError, RuntimeError):
     """The engine could not run a statement (bad SQL, unreadable source, bad data); the message says why."""
 
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail or message
+
 
 @dataclass(frozen=True)
 class Capabilities:
@@ -32,7 +36,8 @@ class ColumnType:
 class EngineSession(Protocol):
     """One connection of an engine for one product build: views in, tables out."""
 
-    def bind_file(self, view: str, path: str | list[str], fmt: str, options: dict[str, Any]) -> None: ...
+    def bind_file(self, view: str, path: str | list[str], fmt: str, options: dict[str, Any], *,
+                  same_as: str | list[str] | None = None) -> None: ...
     def bind_parquet(self, view: str, files: list[str]) -> None: ...
     def bind_empty(self, view: str, columns: list[ColumnType]) -> None: ...
     def bind_arrow(self, view: str, table: Any) -> None: ...

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -9,6 +10,7 @@ import duckdb
 
 from trustmesh.engines import Capabilities, ColumnType, QueryFailed
 
+_PROMPT = re.compile(r"^FROM read_csv\('(?:[^']|'')*'(.*\))\s*;?$", re.DOTALL)
 _INTEGER = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|UHUGEINT|INT[1248]|LONG|SHORT)$")
 _NUMBER = re.compile(r"^(DOUBLE|FLOAT|REAL|DECIMAL(\(\d+,\s*\d+\))?|NUMERIC.*|FLOAT[48])$")
 _PUBLISH_OVERRIDES = {  # types Iceberg (and Spark) cannot read as DuckDB writes them
@@ -32,6 +34,14 @@ READER_OPTIONS = {
     "parquet": {"union_by_name", "hive_partitioning", "filename"},
     "json": {"format", "columns", "records", "dateformat", "timestampformat", "auto_detect", "maximum_depth"},
 }
+
+
+def _condense(text: str) -> str:
+    """DuckDB's multi-paragraph errors as one line: the first paragraph and the file it names."""
+    paragraphs = text.strip().split("\n\n")
+    head = " ".join(line.strip() for line in paragraphs[0].splitlines() if line.strip())
+    files = [line.strip() for line in text.splitlines() if line.strip().startswith("file = ")]
+    return (head[:500] + (f" ({files[0]})" if files else "")).strip()
 
 
 def quote(identifier: str) -> str:
@@ -76,16 +86,34 @@ class DuckDBSession:
 
     def __init__(self) -> None:
         self.con = duckdb.connect(":memory:")
+        self._dialects: dict[tuple[str, str, str], str] = {}
 
     def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
         try:
             return self.con.execute(sql)
         except duckdb.Error as exc:
-            text = str(exc).strip()
-            raise QueryFailed(text.splitlines()[0] if "\n" not in text[:300] else " ".join(text.split())[:600]) from exc
+            raise QueryFailed(_condense(str(exc)), detail=str(exc)) from exc
 
-    def bind_file(self, view: str, path: str | list[str], fmt: str, options: dict[str, Any]) -> None:
-        self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM {reader_sql(path, fmt, options)}")
+    def bind_file(self, view: str, path: str | list[str], fmt: str, options: dict[str, Any], *,
+                  same_as: str | list[str] | None = None) -> None:
+        """A view over source files. `same_as`: byte-identical files already read, whose CSV dialect is reused."""
+        self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM {self._reader(path, fmt, options, same_as)}")
+
+    def _reader(self, path: str | list[str], fmt: str, options: dict[str, Any], same_as: str | list[str] | None) -> str:
+        """The reader call; a CSV's dialect and column types are sniffed once, then pinned (auto_detect=false)."""
+        if fmt != "csv":
+            return reader_sql(path, fmt, options)
+        key = (json.dumps(same_as or path), fmt, json.dumps(options, sort_keys=True, default=str))
+        pinned = self._dialects.get(key)
+        if pinned is None:
+            sample = same_as or path
+            sniff = reader_sql(sample if isinstance(sample, str) else sample[0], fmt, options).replace("read_csv(", "sniff_csv(", 1)
+            row = self._run(f"SELECT Prompt FROM {sniff}").fetchone()
+            found = _PROMPT.match(str(row[0]).strip()) if row else None
+            if not found:
+                return reader_sql(path, fmt, options)
+            pinned = self._dialects[key] = found.group(1)
+        return f"read_csv({literal(path)}{pinned}"
 
     def bind_parquet(self, view: str, files: list[str]) -> None:
         self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM read_parquet({literal(files)})")
