@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,8 @@ from sqlalchemy.engine import make_url
 from trustmesh.build import BuildContext, BuildResult, build
 from trustmesh.build.runner import Progress
 from trustmesh.catalog import Catalog
-from trustmesh.descriptors import Mesh, load_mesh
+from trustmesh.descriptors import Mesh, MeshConfig, load_mesh
+from trustmesh.descriptors.loader import load_config
 from trustmesh.engines import Engine, get_engine
 from trustmesh.errors import Problem
 from trustmesh.metastore import Metastore
@@ -41,7 +43,8 @@ class Workspace:
     def __init__(self, root: Path, *, metastore_url: str | None = None) -> None:
         self.root = root.resolve()
         self._metastore_url = metastore_url
-        self._problems: list[Problem] = []
+        self._iceberg: Any = None
+        self._lock = threading.Lock()
 
     @classmethod
     def open(cls, root: Path | str | None = None, *, metastore_url: str | None = None) -> Workspace:
@@ -54,9 +57,9 @@ class Workspace:
         return mesh
 
     @cached_property
-    def config(self) -> Any:
-        mesh, _ = load_mesh(self.root, strict=False)
-        return mesh.config
+    def config(self) -> MeshConfig:
+        """mesh.yaml alone (platform settings), without reading the domains and products."""
+        return load_config(self.root)
 
     @property
     def metastore_url(self) -> str:
@@ -80,12 +83,12 @@ class Workspace:
     def engine(self) -> Engine:
         return get_engine(self.config.platform.engine)
 
-    @cached_property
-    def _iceberg(self) -> Any:
-        return iceberg_catalog(self.store.url, self.warehouse)
-
     def iceberg(self) -> Any:
-        return self._iceberg
+        """The Iceberg catalog, opened on first use (a no-change build never imports pyiceberg)."""
+        with self._lock:
+            if self._iceberg is None:
+                self._iceberg = iceberg_catalog(self.store.url, self.warehouse)
+            return self._iceberg
 
     @cached_property
     def catalog(self) -> Catalog:

@@ -91,8 +91,12 @@ def load_yaml(path: Path, display: str | None = None) -> tuple[YamlDocument | No
     except OSError as exc:
         return None, Problem(name, f"cannot read the file: {exc.strerror}", fix="check the file's permissions")
     try:
-        root = yaml.compose(text, Loader=_Loader)
-        data = yaml.load(text, Loader=_Loader)
+        loader = _Loader(text)
+        try:
+            root = loader.get_single_node()
+            data = loader.construct_document(root) if root is not None else None
+        finally:
+            loader.dispose()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None

@@ -71,6 +71,18 @@ def load_mesh(root: Path, *, strict: bool = True) -> tuple[Mesh, list[Problem]]:
     return mesh, problems.items
 
 
+def load_config(root: Path) -> MeshConfig:
+    """Only mesh.yaml; raises InvalidMesh when it is missing or wrong."""
+    root = root.resolve()
+    problems = ProblemList()
+    if not (root / MESH_FILE).is_file():
+        load_mesh(root)  # raises the "not a mesh" error with its fix
+    config = _load_model(root, root / MESH_FILE, MeshConfig, problems)
+    problems.raise_if_any()
+    assert config is not None
+    return config  # type: ignore[no-any-return]
+
+
 def _rel(root: Path, path: Path) -> str:
     try:
         return str(path.relative_to(root))

@@ -10,12 +10,14 @@ from typing import Any
 
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from trustmesh.errors import MetastoreUnavailable
 
-__all__ = ["Metastore"]
+__all__ = ["HEAD_REVISION", "Metastore"]
+
+HEAD_REVISION = "0001"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def _redact(url: str) -> str:
@@ -77,8 +79,18 @@ class Metastore:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    def revision(self) -> str | None:
+        """The schema revision the database is at (None when it has never been migrated)."""
+        with self.engine.connect() as conn:
+            try:
+                return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+            except (OperationalError, ProgrammingError):
+                return None
+
     def upgrade(self, revision: str = "head") -> None:
-        """Run Alembic migrations up to `revision` on this database."""
+        """Run Alembic migrations up to `revision` on this database (a no-op, without Alembic, when current)."""
+        if revision == "head" and self.revision() == HEAD_REVISION:
+            return
         from alembic import command
         from alembic.config import Config
 
