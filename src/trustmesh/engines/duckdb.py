@@ -85,7 +85,8 @@ class DuckDBSession:
     """One in-memory DuckDB connection; sources and versions are bound as views by name."""
 
     def __init__(self) -> None:
-        self.con = duckdb.connect(":memory:")
+        # Datasets are sets: writing them in parallel without keeping row order is what makes COPY fast.
+        self.con = duckdb.connect(":memory:", config={"preserve_insertion_order": False})
         self._dialects: dict[tuple[str, str, str], str] = {}
 
     def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
