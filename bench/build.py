@@ -15,9 +15,9 @@ from pathlib import Path
 
 import duckdb
 
+from trustmesh.demo import write_demo
 from trustmesh.descriptors import load_mesh
 from trustmesh.descriptors.sql import parse_product_sql
-from trustmesh.demo import write_demo
 from trustmesh.engines.duckdb import reader_sql
 from trustmesh.plan import select
 from trustmesh.service import Workspace
