@@ -18,7 +18,7 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 venv: $(VENV)/.installed
 
 demo: venv
-	$(BIN)/trustmesh demo $(DEMO_DIR) --port $(PORT) --replace
+	$(BIN)/trustmesh demo $(DEMO_DIR) --port $(PORT)
 
 test: venv
 	$(BIN)/ruff check src tests bench

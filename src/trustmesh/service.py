@@ -81,7 +81,9 @@ class Workspace:
 
     @cached_property
     def engine(self) -> Engine:
-        return get_engine(self.config.platform.engine)
+        """The build engine, confined to the mesh folder and the warehouse."""
+        self.warehouse.mkdir(parents=True, exist_ok=True)
+        return get_engine(self.config.platform.engine, [str(self.root), str(self.warehouse.resolve())])
 
     def iceberg(self) -> Any:
         """The Iceberg catalog, opened on first use (a no-change build never imports pyiceberg)."""

@@ -99,7 +99,10 @@ def _check_inputs(mesh: Mesh, product: Product, datasets: dict[str, OutputDatase
                 problems.append(Problem(product.file, f"contractId {port.contract_id!r} is not the contract of {ref}",
                                         where, fix=f"set `contractId: {ref}`"))
         elif port.source.type == "file":
-            if not source_files(product, port):
+            if not _inside(mesh.root, product.folder / (port.source.path or "")):
+                problems.append(Problem(product.file, f"source path {port.source.path!r} is outside the mesh folder", where,
+                                        fix="keep source files inside the mesh repo (a path relative to the product folder)"))
+            elif not source_files(product, port):
                 rel = f"{product.file.rsplit('/', 1)[0]}/{port.source.path}"
                 problems.append(Problem(product.file, f"source file {rel} not found", where,
                                         fix="put the file there, or correct `path` (relative to the product folder)"))
@@ -190,6 +193,10 @@ def compare_columns(engine: Engine, output: OutputDataset, described: list[Colum
             problems.append(Problem(output.sql_file, f"the query returns column {name!r}, which the contract "
                                     f"{contract.file} does not declare", fix="add it to the contract or drop it from the SELECT"))
     return problems
+
+
+def _inside(root: Path, path: Path) -> bool:
+    return path.resolve().is_relative_to(root.resolve())
 
 
 def _first_line(exc: BaseException) -> str:

@@ -60,12 +60,15 @@ class Engine(Protocol):
     def quote(self, identifier: str) -> str: ...
 
 
-def get_engine(name: str) -> Engine:
-    """The engine registered under `name` (imported lazily: heavy engines cost nothing until used)."""
+def get_engine(name: str, allowed_directories: list[str] | None = None) -> Engine:
+    """The engine registered under `name` (imported lazily: heavy engines cost nothing until used).
+
+    `allowed_directories`: the only places its sessions may read or write (the mesh and the warehouse).
+    """
     if name == "duckdb":
         from trustmesh.engines.duckdb import DuckDBEngine
 
-        return DuckDBEngine()
+        return DuckDBEngine(allowed_directories)
     raise UsageError(f"unknown engine {name!r} — fix: set platform.engine in mesh.yaml to one of: duckdb")
 
 

@@ -84,10 +84,18 @@ def reader_sql(path: str | list[str], fmt: str, options: dict[str, Any]) -> str:
 class DuckDBSession:
     """One in-memory DuckDB connection; sources and versions are bound as views by name."""
 
-    def __init__(self) -> None:
+    def __init__(self, allowed_directories: list[str] | None = None) -> None:
         # Datasets are sets: writing them in parallel without keeping row order is what makes COPY fast.
         self.con = duckdb.connect(":memory:", config={"preserve_insertion_order": False})
         self._dialects: dict[tuple[str, str, str], str] = {}
+        if allowed_directories is not None:
+            # A product's SQL reads its declared inputs and nothing else: no other file, no network,
+            # and the lock cannot be lifted from inside a query.
+            dirs = [d.rstrip("/") + "/" for d in allowed_directories]
+            self.con.execute(f"SET allowed_directories = {literal(dirs)}")
+            self.con.execute(f"SET temp_directory = {literal(dirs[-1] + 'tmp')}")
+            self.con.execute("SET enable_external_access = false")
+            self.con.execute("SET lock_configuration = true")
 
     def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
         try:
@@ -165,6 +173,8 @@ class DuckDBSession:
 
 
 class DuckDBEngine:
+    """DuckDB in this process; sessions may only touch `allowed_directories` (the mesh and its warehouse)."""
+
     name = "duckdb"
     capabilities = Capabilities(
         dialect="duckdb",
@@ -173,8 +183,11 @@ class DuckDBEngine:
         writes_parquet=True,
     )
 
+    def __init__(self, allowed_directories: list[str] | None = None) -> None:
+        self.allowed_directories = allowed_directories
+
     def session(self) -> DuckDBSession:
-        return DuckDBSession()
+        return DuckDBSession(self.allowed_directories)
 
     def quote(self, identifier: str) -> str:
         return quote(identifier)

@@ -1,0 +1,110 @@
+"""Publishing: each dataset becomes a new Iceberg snapshot; one metastore transaction makes them all current."""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import func, select
+
+from trustmesh.descriptors import Mesh, Product
+from trustmesh.metastore import Metastore
+from trustmesh.metastore.iceberg import table_identifier
+from trustmesh.metastore.registry import register_product
+from trustmesh.metastore.schema import DatasetRow, ProductBuildRow, VersionRow, utcnow
+
+FAULT_ENV = "TRUSTMESH_FAULT"
+
+
+def fault_point(name: str) -> None:
+    """Crash-test hook: when TRUSTMESH_FAULT names this point, the process dies here as if SIGKILLed."""
+    if os.environ.get(FAULT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@dataclass
+class Candidate:
+    """A checked dataset written as Parquet, waiting to be published."""
+
+    address: str
+    data_file: str
+    rows: int
+    columns: list[dict[str, str]]
+    snapshot_id: int | None = None
+
+
+@dataclass
+class Publication:
+    product: Product
+    build_id: str
+    fingerprint: str
+    inputs: dict[str, Any]
+    candidates: list[Candidate] = field(default_factory=list)
+
+
+def commit_snapshots(catalog: Any, candidates: list[Candidate]) -> None:
+    """Phase 1: an Iceberg snapshot per dataset. Not yet served: the metastore still points at the old ones."""
+    import pyarrow.parquet as pq
+    from pyiceberg.exceptions import NoSuchTableError
+    from pyiceberg.expressions import AlwaysTrue
+
+    for candidate in candidates:
+        identifier = table_identifier(candidate.address)
+        schema = pq.read_schema(candidate.data_file)
+        catalog.create_namespace_if_not_exists(identifier[:2])
+        try:
+            table = catalog.load_table(identifier)
+        except NoSuchTableError:
+            table = catalog.create_table(identifier, schema=schema)
+        current = {f.name for f in table.schema().fields}
+        wanted = set(schema.names)
+        if current != wanted or table.schema().as_arrow() != schema:
+            with table.update_schema(allow_incompatible_changes=True) as update:
+                for name in current - wanted:
+                    update.delete_column(name)
+                update.union_by_name(schema)
+        with table.transaction() as tx:
+            if table.current_snapshot() is not None:
+                tx.delete(AlwaysTrue())
+            tx.add_files([candidate.data_file], check_duplicate_files=False)
+        snapshot = table.current_snapshot()
+        assert snapshot is not None
+        candidate.snapshot_id = snapshot.snapshot_id
+        fault_point("publish.after-snapshot")
+
+
+def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_s: float) -> dict[str, int]:
+    """Phase 2: one transaction registers the product and moves every dataset to its new version, or none."""
+    versions: dict[str, int] = {}
+    fault_point("publish.before-record")
+    with store.session() as session:
+        register_product(session, mesh, pub.product, pub.fingerprint)
+        now = utcnow()
+        for candidate in pub.candidates:
+            latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.dataset == candidate.address))
+            number = (latest or 0) + 1
+            contract = next(o.contract for o in pub.product.outputs if o.address == candidate.address)
+            session.add(VersionRow(
+                dataset=candidate.address, version=number, snapshot_id=candidate.snapshot_id, build_id=pub.build_id,
+                row_count=candidate.rows, published_at=now, contract_version=contract.version if contract else "",
+                columns=candidate.columns, data_files=[candidate.data_file], inputs=pub.inputs,
+            ))
+            dataset = session.get(DatasetRow, candidate.address)
+            assert dataset is not None
+            dataset.current_version = number
+            versions[candidate.address] = number
+        session.add(ProductBuildRow(build_id=pub.build_id, product=pub.product.address, status="published",
+                                    fingerprint=pub.fingerprint, rows=sum(c.rows for c in pub.candidates),
+                                    duration_s=duration_s, finished_at=now,
+                                    message=", ".join(f"{a} v{v}" for a, v in versions.items())))
+        session.flush()
+        fault_point("publish.before-commit")
+    return versions
+
+
+def data_file_path(warehouse: Path, address: str, build_id: str) -> Path:
+    domain, product, dataset = table_identifier(address)
+    return warehouse / "data" / domain / product / dataset / f"{build_id}.parquet"

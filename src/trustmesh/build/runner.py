@@ -1,0 +1,323 @@
+"""Orchestrates a build: plan, validate, then per product land → transform → check → publish."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
+from trustmesh.build.ingest import land_database, land_file, landing_fix
+from trustmesh.build.publish import Candidate, Publication, commit_snapshots, data_file_path, record_publication
+from trustmesh.descriptors import Mesh, OutputDataset, Product
+from trustmesh.descriptors.sql import parse_product_sql
+from trustmesh.engines import Engine, EngineSession, QueryFailed
+from trustmesh.errors import BuildFailed, InvalidMesh, Problem
+from trustmesh.metastore import Metastore
+from trustmesh.metastore.iceberg import snapshot_files
+from trustmesh.metastore.registry import register_domains
+from trustmesh.metastore.schema import BuildRow, ProductBuildRow, utcnow
+from trustmesh.plan import select, upstream_graph
+from trustmesh.validate import (
+    check_mesh,
+    compare_columns,
+    file_argument,
+    resolve_views,
+    source_format,
+    view_name,
+)
+
+
+@dataclass
+class BuildContext:
+    """What a build needs: the loaded mesh, the metastore, the engine, and where data lives."""
+
+    mesh: Mesh
+    store: Metastore
+    engine: Engine
+    warehouse: Path
+    catalog: Callable[[], Any]
+
+
+@dataclass
+class ProductResult:
+    address: str
+    status: str  # published | skipped | failed | blocked
+    rows: int = 0
+    duration_s: float = 0.0
+    versions: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+    problems: list[Problem] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"product": self.address, "status": self.status, "rows": self.rows,
+                "duration_s": round(self.duration_s, 3), "versions": self.versions, "message": self.message,
+                "problems": [p.to_dict() for p in self.problems]}
+
+
+@dataclass
+class BuildResult:
+    build_id: str
+    products: list[ProductResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(p.status in ("published", "skipped") for p in self.products)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"build_id": self.build_id, "ok": self.ok, "products": [p.to_dict() for p in self.products]}
+
+
+class Progress(Protocol):
+    def started(self, address: str, steps: int) -> None: ...
+    def step(self, address: str, what: str) -> None: ...
+    def finished(self, result: ProductResult) -> None: ...
+
+
+class _Silent:
+    def started(self, address: str, steps: int) -> None: ...
+    def step(self, address: str, what: str) -> None: ...
+    def finished(self, result: ProductResult) -> None: ...
+
+
+def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
+          progress: Progress | None = None) -> BuildResult:
+    """Build the selected products in dependency order; an invalid mesh publishes nothing.
+
+    Products whose inputs, SQL and contracts are unchanged since their last build are skipped without
+    being read or re-validated.
+    """
+    progress = progress or _Silent()
+    order = select(ctx.mesh, selector)
+    session = ctx.engine.session()
+    try:
+        with ctx.store.session() as meta:
+            changed = [a for a in order if full or not is_current(
+                meta, ctx.mesh.products[a], fingerprint(ctx.mesh, meta, ctx.mesh.products[a], ctx.engine.name))]
+        problems = check_mesh(ctx.mesh, ctx.engine, changed, session=session)
+        if any(p.severity == "error" for p in problems):
+            raise InvalidMesh(problems, "nothing was built: the mesh is not valid")
+        return _run(ctx, session, order, selector, full, progress)
+    finally:
+        session.close()
+
+
+def _run(ctx: BuildContext, session: EngineSession, order: list[str], selector: str | None, full: bool,
+         progress: Progress) -> BuildResult:
+    """Build products one after another on the engine, while a publisher thread commits finished ones.
+
+    Publishing (Iceberg snapshots, the metastore transaction) overlaps the next product's SQL; a product
+    waits only for the publication of products it reads.
+    """
+    build_id = f"{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
+    with ctx.store.session() as meta:
+        meta.add(BuildRow(id=build_id, started_at=utcnow(), status="running", selector=selector or "", full=full))
+        register_domains(meta, ctx.mesh)  # people and roles as the repo declares them now
+    graph = upstream_graph(ctx.mesh)
+    outcomes: dict[str, Future[ProductResult]] = {}
+
+    def finish(outcome: Future[ProductResult]) -> None:
+        if outcome.exception() is None:
+            result = outcome.result()
+            if result.status in ("failed", "blocked"):
+                _record_failure(ctx.store, build_id, result)
+            progress.finished(result)
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-publish") as publisher:
+        for address in order:
+            product = ctx.mesh.products[address]
+            progress.started(address, 2 + len(product.inputs) + 2 * len(product.outputs))
+            upstream = sorted(graph.get(address, set()) & set(outcomes))
+            bad = [u for u in upstream if outcomes[u].result().status in ("failed", "blocked")]
+            if bad:
+                outcome = _done(ProductResult(address, "blocked", message=f"upstream {', '.join(bad)} failed; "
+                                              "the previous version stays served"))
+            else:
+                outcome = _build_product(ctx, session, product, build_id, full, progress, publisher)
+            outcome.add_done_callback(finish)
+            outcomes[address] = outcome
+        results = [outcomes[a].result() for a in order]
+    with ctx.store.session() as meta:
+        row = meta.get(BuildRow, build_id)
+        assert row is not None
+        row.finished_at = utcnow()
+        row.status = "succeeded" if all(r.status in ("published", "skipped") for r in results) else "failed"
+    return BuildResult(build_id, results)
+
+
+def _done(result: ProductResult) -> Future[ProductResult]:
+    outcome: Future[ProductResult] = Future()
+    outcome.set_result(result)
+    return outcome
+
+
+def _record_failure(store: Metastore, build_id: str, result: ProductResult) -> None:
+    with store.session() as session:
+        session.add(ProductBuildRow(build_id=build_id, product=result.address, status=result.status,
+                                    message=result.message, duration_s=result.duration_s, finished_at=utcnow()))
+
+
+def _build_product(ctx: BuildContext, session: EngineSession, product: Product, build_id: str, full: bool,
+                   progress: Progress, publisher: ThreadPoolExecutor) -> Future[ProductResult]:
+    """Land, transform and check on this thread; hand the checked candidates to the publisher."""
+    started = time.perf_counter()
+
+    def outcome(status: str, **kw: Any) -> Future[ProductResult]:
+        return _done(ProductResult(product.address, status, duration_s=time.perf_counter() - started, **kw))
+
+    try:
+        with ctx.store.session() as meta:
+            fp = fingerprint(ctx.mesh, meta, product, ctx.engine.name)
+            if not full and is_current(meta, product, fp):
+                return outcome("skipped", message="unchanged since the last build")
+        origins = _bind_inputs(ctx, session, product, fp, progress)
+        if fp.unread and not full:
+            with ctx.store.session() as meta:
+                fp.unread = []
+                if is_current(meta, product, fp):
+                    return outcome("skipped", message="unchanged since the last build")
+        candidates = [_transform(ctx, session, product, output, build_id, progress, origins)
+                      for output in product.outputs]
+    except BuildFailed as exc:
+        return outcome("failed", message=str(exc).split("\n")[0].removeprefix(f"{product.address}: "),
+                       problems=exc.problems)
+    finally:
+        for output in product.outputs:
+            session.drop_view(f"cand__{output.name}")
+
+    def publish() -> ProductResult:
+        progress.step(product.address, "publish")
+        commit_snapshots(ctx.catalog(), candidates)
+        pub = Publication(product, build_id, fp.value, fp.inputs, candidates)
+        versions = record_publication(ctx.store, ctx.mesh, pub, time.perf_counter() - started)
+        return ProductResult(product.address, "published", rows=sum(c.rows for c in candidates),
+                             duration_s=time.perf_counter() - started, versions=versions)
+
+    return publisher.submit(publish)
+
+
+def _bind_inputs(ctx: BuildContext, session: EngineSession, product: Product, fp: Fingerprint,
+                 progress: Progress) -> dict[str, str]:
+    """Land external inputs as bronze and bind every input as a view; reads database inputs into `fp`.
+
+    Returns where each bronze file came from, so errors name the user's file, not the copy.
+    """
+    bronze = ctx.warehouse / "bronze"
+    origins: dict[str, str] = {}
+    for port in product.inputs:
+        progress.step(product.address, f"land {port.name}")
+        if port.source.type == "file":
+            landed = land_file(product, port, fp.inputs[port.name]["fingerprint"], bronze)
+            origins.update(landed.origins)
+            for ref in {port.name, port.source.address} - {None}:
+                session.bind_file(view_name(str(ref)), landed.files, source_format(port), port.source.options,
+                                  same_as=file_argument(product, port))
+            continue
+        if port.source.type == "database":
+            landed = land_database(session, product, port, bronze)
+            fp.with_read(port.name, landed.fingerprint)
+            files = landed.files
+        else:
+            files = _upstream_files(ctx, product, fp.inputs[port.name])
+        for ref in {port.name, port.source.address} - {None}:
+            session.bind_parquet(view_name(str(ref)), files)
+    return origins
+
+
+def _upstream_files(ctx: BuildContext, product: Product, record: dict[str, Any]) -> list[str]:
+    address = record["address"]
+    if record["snapshot_id"] is None:
+        raise BuildFailed(product.address, f"{address} has no published version yet", [Problem(
+            product.file, f"upstream dataset {address} has never been published",
+            fix=f"build it first, e.g. `trustmesh build +{product.address}` builds everything upstream too")])
+    return snapshot_files(ctx.catalog(), address, record["snapshot_id"])
+
+
+def _transform(ctx: BuildContext, session: EngineSession, product: Product, output: OutputDataset, build_id: str,
+               progress: Progress, origins: dict[str, str]) -> Candidate:
+    """Run one dataset's SQL straight into its candidate Parquet file, then check the file against the contract.
+
+    The query's types are checked before it runs; required/primary-key checks scan the written file. A
+    candidate that fails is deleted: the version served before stays served.
+    """
+    assert output.sql is not None and output.contract is not None
+    progress.step(product.address, f"transform {output.name}")
+    sql, problems = parse_product_sql(output.sql, output.sql_file)
+    assert sql is not None, problems
+    ports, _ = resolve_views(product, sql)
+    bound = sql.bind({ref: view_name(ref) for ref in ports})
+    path = data_file_path(ctx.warehouse, output.address, build_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    q = ctx.engine.quote
+    try:
+        described = session.describe(bound)
+        problems = compare_columns(ctx.engine, output, described)
+        if problems:
+            raise BuildFailed(product.address, f"{output.name} does not meet its contract; nothing was published",
+                              problems)
+        types = {c.name: c.type for c in described}
+        select_list = []
+        for col in output.contract.columns:
+            target = ctx.engine.publish_type(types[col.name], col.physical_type)
+            select_list.append(f"CAST({q(col.name)} AS {target}) AS {q(col.name)}" if target else q(col.name))
+        session.write_parquet(f"SELECT {', '.join(select_list)} FROM ({bound}) AS result", str(path))
+    except QueryFailed as exc:
+        path.unlink(missing_ok=True)
+        raise _query_failure(product, output, exc, origins) from exc
+    progress.step(product.address, f"check {output.name}")
+    table = f"cand__{output.name}"
+    session.bind_parquet(table, [str(path)])
+    problems = schema_violations(session, table, output)
+    if problems:
+        path.unlink(missing_ok=True)
+        raise BuildFailed(product.address, f"{output.name} does not meet its contract; nothing was published", problems)
+    rows = int(session.query(f"SELECT count(*) FROM {q(table)}")[0][0])
+    published = session.describe(f"SELECT * FROM {q(table)}")
+    return Candidate(output.address, str(path), rows, [{"name": c.name, "type": c.type} for c in published])
+
+
+def _query_failure(product: Product, output: OutputDataset, exc: QueryFailed, origins: dict[str, str]) -> BuildFailed:
+    """Blame the input file when the engine names one (a malformed row), else the SQL."""
+    message = str(exc)
+    sources = [origin for copy, origin in origins.items() if copy in exc.detail]
+    for copy, origin in origins.items():
+        message = message.replace(copy, origin)
+    if sources:
+        return BuildFailed(product.address, f"cannot read {', '.join(sources)}",
+                           [Problem(sources[0], message, fix=landing_fix(message))])
+    if "Conversion Error" in message or "Could not convert" in message:
+        return BuildFailed(product.address, f"{output.name}: a value does not fit the contract's type",
+                           [Problem(output.contract.file if output.contract else output.sql_file, message,
+                                    fix="correct physicalType, or CAST/clean the value in the SQL")])
+    return BuildFailed(product.address, f"{output.name}: the query failed",
+                       [Problem(output.sql_file, f"the query failed: {message}", fix="correct the SQL or the data")])
+
+
+def schema_violations(session: EngineSession, table: str, output: OutputDataset) -> list[Problem]:
+    """`required` → no nulls, `primaryKey` → unique together, `unique` → unique: counted in one scan."""
+    contract = output.contract
+    assert contract is not None
+    q = '"{}"'.format
+    checks: list[tuple[str, str, str]] = []
+    for col in contract.columns:
+        if col.required or col.primary_key:
+            checks.append((f"count(*) - count({q(col.name)})", f"{col.name} is required but has NULL in {{n}} rows",
+                           f"properties[{col.name}].required"))
+        if col.unique and not col.primary_key:
+            checks.append((f"count({q(col.name)}) - count(DISTINCT {q(col.name)})",
+                           f"{col.name} must be unique but {{n}} values repeat", f"properties[{col.name}].unique"))
+    key = contract.primary_key
+    if key:
+        tuple_sql = f"({', '.join(q(k) for k in key)})" if len(key) > 1 else q(key[0])
+        checks.append((f"count(*) - count(DISTINCT {tuple_sql})",
+                       f"primary key ({', '.join(key)}) is not unique: {{n}} duplicate rows", "primaryKey"))
+    if not checks:
+        return []
+    counts = session.query(f"SELECT {', '.join(c[0] for c in checks)} FROM {q(table)}")[0]
+    return [Problem(contract.file, message.format(n=n), f"schema[{output.name}].{path}",
+                    fix="fix the data or the SQL (e.g. filter or deduplicate), or relax the contract")
+            for (_, message, path), n in zip(checks, counts, strict=True) if n]
