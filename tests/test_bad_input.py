@@ -172,3 +172,30 @@ def test_workspace_reports_unknown_selector(make_mesh: Any) -> None:
     result = runner.invoke(app, ["build", "alpha.shop", "--mesh", str(ws.root)])
     assert result.exit_code == 2
     assert "did you mean" in result.output
+
+
+def test_source_path_outside_the_mesh_is_refused(make_mesh: Any, tmp_path: Path) -> None:
+    outside = tmp_path / "secret.csv"
+    outside.write_text("item_id,name,price,sold_on\n1,x,1.0,2024-01-01\n")
+    files = base_files()
+    files[f"{SHOP}/product.yaml"]["inputPorts"][0]["customProperties"][0]["value"]["path"] = str(outside)
+    problems = make_mesh(files).validate()
+    assert any("outside the mesh folder" in p.message for p in problems)
+
+
+def test_engine_sessions_cannot_reach_outside_the_mesh(make_mesh: Any, tmp_path: Path) -> None:
+    from trustmesh.engines import QueryFailed
+
+    secret = tmp_path / "outside" / "secret.csv"
+    secret.parent.mkdir()
+    secret.write_text("a\n1\n")
+    ws = make_mesh()
+    session = ws.engine.session()
+    try:
+        for sql in (f"SELECT * FROM read_csv('{secret}')", "SELECT * FROM read_text('/etc/passwd')",
+                    f"COPY (SELECT 1) TO '{tmp_path / 'outside' / 'x.csv'}'", "SET enable_external_access = true"):
+            with pytest.raises(QueryFailed):
+                session.query(sql)
+        assert session.query(f"SELECT count(*) FROM read_csv('{ws.root / SHOP / 'data' / 'items.csv'}')") == [(3,)]
+    finally:
+        session.close()
