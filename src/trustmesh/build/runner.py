@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
 from trustmesh.build.ingest import land_database, land_file, landing_fix
-from trustmesh.build.publish import Candidate, Publication, commit_snapshots, data_file_path, record_publication
+from trustmesh.build.publish import (
+    Candidate,
+    Publication,
+    commit_snapshots,
+    data_file_path,
+    record_publication,
+)
 from trustmesh.descriptors import Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import parse_product_sql
 from trustmesh.engines import Engine, EngineSession, QueryFailed
