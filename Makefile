@@ -23,6 +23,7 @@ demo: venv
 test: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 bench: venv

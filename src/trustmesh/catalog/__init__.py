@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from trustmesh.errors import NotFound, UsageError
 from trustmesh.metastore import Metastore
@@ -112,7 +113,7 @@ class Catalog:
                     "inputs": product.inputs, "sector": domain.sector if domain else None,
                     "domain_kind": domain.kind if domain else None,
                     "built_at": product.built_at.isoformat() if product.built_at else None}
-        info["owners"] = self.owners(info["domain"])
+        info["owners"] = self.owners(product.domain)
         info["datasets"] = [{**self.show(a), "versions": self.versions(a)} for a in datasets]
         return info
 
@@ -174,7 +175,7 @@ class Catalog:
                 "datasets": len(groups), "facets": facets}
 
     @staticmethod
-    def _version_row(s: Any, address: str, number: int | None) -> VersionRow | None:
+    def _version_row(s: Session, address: str, number: int | None) -> VersionRow | None:
         if number is None:
             return None
         return s.scalars(select(VersionRow).where(VersionRow.dataset == address, VersionRow.version == number)).first()

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-import click
 import typer
 from rich.markup import escape
 
@@ -18,7 +17,7 @@ from trustmesh.service import MESH_ENV, Workspace
 class _Group(typer.core.TyperGroup):
     """The root command: trustmesh's own errors become one message and exit 1 (2 for bad usage)."""
 
-    def invoke(self, ctx: click.Context) -> object:
+    def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except TrustmeshError as exc:

@@ -160,7 +160,7 @@ def _load_domain(root: Path, folder: Path, problems: ProblemList) -> DomainSpec 
     if not path.exists():
         problems.add(rel, "domain folder without domain.yaml", fix=f"run `trustmesh new domain {folder.name}`")
         return None
-    domain = _load_model(root, path, DomainSpec, problems)
+    domain: DomainSpec | None = _load_model(root, path, DomainSpec, problems)
     if domain is None:
         return None
     if domain.name != folder.name:
@@ -180,7 +180,7 @@ def _load_domain(root: Path, folder: Path, problems: ProblemList) -> DomainSpec 
 
 def custom_properties(items: list[dict[str, Any]] | None) -> dict[str, Any]:
     """ODPS/ODCS `customProperties` lists as a dict."""
-    return {item.get("property"): item.get("value") for item in items or [] if isinstance(item, dict)}
+    return {str(item.get("property")): item.get("value") for item in items or [] if isinstance(item, dict)}
 
 
 def _cp_index(items: list[dict[str, Any]] | None, name: str) -> int | None:
@@ -188,6 +188,12 @@ def _cp_index(items: list[dict[str, Any]] | None, name: str) -> int | None:
         if isinstance(item, dict) and item.get("property") == name:
             return i
     return None
+
+
+def _cp_path(items: list[dict[str, Any]] | None, name: str) -> list[str | int]:
+    """The path of a named custom property's value, for pointing a problem at its line."""
+    idx = _cp_index(items, name)
+    return ["customProperties"] if idx is None else ["customProperties", idx, "value"]
 
 
 def standard_problems(doc: YamlDocument, schema: str, standard: str, cache: ValidCache | None = None) -> list[Problem]:
@@ -243,13 +249,11 @@ def _load_product(mesh: Mesh, folder: Path, problems: ProblemList, cache: ValidC
     props = custom_properties(data.get("customProperties"))
     kind = props.get("productKind")
     if kind not in PRODUCT_KINDS:
-        idx = _cp_index(data.get("customProperties"), "productKind")
-        where = ["customProperties", idx] if idx is not None else ["customProperties"]
-        problems.extend([doc.problem(where, f"productKind is {kind!r}" if kind else "no productKind custom property",
+        problems.extend([doc.problem(_cp_path(data.get("customProperties"), "productKind"), f"productKind is {kind!r}" if kind else "no productKind custom property",
                                      f"add `- {{property: productKind, value: <{'|'.join(PRODUCT_KINDS)}>}}`")])
     tier = props.get("tier", "gold")
     if tier not in TIERS:
-        problems.extend([doc.problem(["customProperties", _cp_index(data.get("customProperties"), "tier") or 0],
+        problems.extend([doc.problem(_cp_path(data.get("customProperties"), "tier"),
                                      f"tier is {tier!r}", f"use one of {', '.join(TIERS)}")])
     team = list((data.get("team") or {}).get("members") or [])
     for i, member in enumerate(team):
@@ -281,13 +285,13 @@ def _input_ports(doc: YamlDocument, problems: ProblemList) -> list[InputPort]:
             problems.extend([doc.problem(["inputPorts", i], f"input port {name!r} has no `source` custom property",
                                          "add `customProperties: [{property: source, value: {type: file, path: data/x.csv}}]`")])
             continue
-        where = ["inputPorts", i, "customProperties", idx, "value"]
+        where: list[str | int] = ["inputPorts", i, "customProperties", idx, "value"]
         raw = port["customProperties"][idx]["value"]
         try:
             source = SourceSpec.model_validate(raw)
         except ValidationError as exc:
             for err in exc.errors():
-                problems.extend([doc.problem(where + list(err["loc"]), f"source: {err['msg']}", _fix_for(err))])
+                problems.extend([doc.problem([*where, *err["loc"]], f"source: {err['msg']}", _fix_for(err))])
             continue
         needed = {"file": ["path"], "database": ["url_env", "table"], "product": ["address"]}[source.type]
         missing = [k for k in needed if getattr(source, k) is None]
@@ -382,7 +386,7 @@ def _load_contract(
     columns = []
     seen: set[str] = set()
     for i, prop in enumerate(obj.get("properties") or []):
-        where = ["schema", 0, "properties", i]
+        where: list[str | int] = ["schema", 0, "properties", i]
         name = prop["name"]
         if name in seen:
             problems.extend([doc.problem(where, f"duplicate column {name!r}", "list each column once")])
@@ -399,17 +403,17 @@ def _load_contract(
                                          f"use one of {', '.join(scheme.levels)}")])
         sensitivity = cp.get("sensitivity", "non-sensitive")
         if sensitivity not in scheme.sensitivities:
-            problems.extend([doc.problem([*where, "customProperties", _cp_index(cps, "sensitivity")],
+            problems.extend([doc.problem([*where, *_cp_path(cps, "sensitivity")],
                                          f"sensitivity {sensitivity!r} is not in the mesh's scheme",
                                          f"use one of {', '.join(scheme.sensitivities)}")])
         pii = cp.get("piiType")
         if pii is not None and pii not in scheme.pii_types:
-            problems.extend([doc.problem([*where, "customProperties", _cp_index(cps, "piiType")],
+            problems.extend([doc.problem([*where, *_cp_path(cps, "piiType")],
                                          f"piiType {pii!r} is not known", f"use one of {', '.join(scheme.pii_types)}")])
         term = cp.get("glossaryTerm")
         if term is not None and term not in terms:
             close = difflib.get_close_matches(str(term), list(terms), n=1)
-            problems.extend([doc.problem([*where, "customProperties", _cp_index(cps, "glossaryTerm")],
+            problems.extend([doc.problem([*where, *_cp_path(cps, "glossaryTerm")],
                                          f"glossary term {term!r} is not defined for domain {domain}",
                                          f"did you mean {close[0]!r}?" if close else "define it in mesh.yaml or the domain's glossary")])
         columns.append(Column(

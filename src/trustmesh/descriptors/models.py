@@ -61,7 +61,7 @@ class Platform(Strict):
 class MeshConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
-    platform: Platform = Field(default_factory=Platform)
+    platform: Platform = Field(default_factory=lambda: Platform.model_validate({}))
     governance: Governance = Field(default_factory=Governance)
     people: list[Person] = []
 

@@ -85,9 +85,9 @@ def parse_product_sql(text: str, file: str) -> tuple[ProductSql | None, list[Pro
         if not isinstance(node.this, exp.Identifier):
             problems.append(Problem(file, f"the query reads {node.sql(DIALECT)!r} directly",
                                     fix="declare the file or table as an input port and read it by the port's name"))
-    for node in tree.walk():
-        if isinstance(node, exp.DDL | exp.DML | exp.Command):
-            problems.append(Problem(file, f"only a read-only query is allowed, found {node.key.upper()}",
+    for inner in tree.walk():
+        if isinstance(inner, exp.DDL | exp.DML | exp.Command):
+            problems.append(Problem(file, f"only a read-only query is allowed, found {inner.key.upper()}",
                                     fix="remove the statement; trustmesh writes the result itself"))
     if problems:
         return None, problems
