@@ -124,3 +124,25 @@ def test_metastore_backends_build_version_and_search(make_mesh: Any, metastore_u
     again = Workspace.open(ws.root, metastore_url=metastore_url)
     assert len(again.catalog.datasets()) == 3
     again.close()
+
+
+def test_losing_the_metastore_is_a_clear_error(make_mesh: Any, postgres_url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    from trustmesh.errors import MetastoreUnavailable
+
+    ws = make_mesh(metastore_url=postgres_url)
+    assert ws.build().ok
+    name = make_url(postgres_url).database
+    admin = create_engine(make_url(postgres_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false'))
+        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+    try:
+        with pytest.raises(MetastoreUnavailable, match="lost the metastore"):
+            ws.catalog.datasets()
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+        admin.dispose()

@@ -50,7 +50,7 @@ def cycle_problems(mesh: Mesh) -> list[Problem]:
 def build_order(mesh: Mesh, products: set[str]) -> list[str]:
     """The selected products, upstream before downstream."""
     graph = upstream_graph(mesh)
-    sorter = TopologicalSorter({p: graph.get(p, set()) & products for p in products})
+    sorter = TopologicalSorter({p: sorted(graph.get(p, set()) & products) for p in sorted(products)})
     return list(sorter.static_order())
 
 

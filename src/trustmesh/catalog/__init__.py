@@ -37,6 +37,14 @@ def normalise_address(address: str) -> str:
     return ".".join(parts)
 
 
+def normalise_product_address(address: str) -> str:
+    """`<domain>.<product>`, checked before any lookup so a malformed address is a usage error, not "not found"."""
+    parts = [p.strip('"') for p in address.strip().replace("/", ".").split(".")]
+    if len(parts) != 2 or not all(parts):
+        raise UsageError(f"{address!r} is not a product address — fix: use <domain>.<product>, e.g. bts.flights-dp")
+    return ".".join(parts)
+
+
 class Catalog:
     """Everything a consumer can find out about published products, from the metastore."""
 
@@ -100,6 +108,7 @@ class Catalog:
         return out
 
     def product(self, address: str) -> dict[str, Any]:
+        address = normalise_product_address(address)
         with self.store.session() as s:
             product = s.get(ProductRow, address)
             if product is None:

@@ -106,11 +106,23 @@ class Metastore:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A unit of work: committed when the block ends normally, rolled back on any error."""
-        with self._sessions() as session, session.begin():
-            yield session
+        try:
+            with self._sessions() as session, session.begin():
+                yield session
+        except OperationalError as exc:
+            if not _connection_lost(exc):
+                raise
+            raise MetastoreUnavailable(
+                f"lost the metastore at {_redact(self.url)}: {str(exc.orig).strip().splitlines()[0]} — fix: check "
+                "that the database is running; nothing of the interrupted change was kept") from exc
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _connection_lost(exc: OperationalError) -> bool:
+    """A dropped or refused connection, as opposed to an error in the statement itself."""
+    return bool(exc.connection_invalidated) or "connect" in str(exc.orig).lower() or "server closed" in str(exc.orig).lower()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

@@ -9,7 +9,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict
 
 from trustmesh.catalog import Catalog
-from trustmesh.errors import UsageError
 from trustmesh.service import Workspace
 
 SEARCH_LIMIT = 50
@@ -29,14 +28,6 @@ def get_catalog(workspace: Annotated[Workspace, Depends(get_workspace)]) -> Cata
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 DatasetAddress = Annotated[str, Path(description="`<domain>.<product>.<dataset>`", examples=[DATASET_EXAMPLE])]
 ProductAddress = Annotated[str, Path(description="`<domain>.<product>`", examples=[PRODUCT_EXAMPLE])]
-
-
-def product_address(address: str) -> str:
-    """Check a `<domain>.<product>` address before the catalog looks it up, so a typo is a 400, not a 404."""
-    parts = [p.strip('"') for p in address.strip().split(".")]
-    if len(parts) != 2 or not all(parts):
-        raise UsageError(f"{address!r} is not a product address — fix: use <domain>.<product>, e.g. {PRODUCT_EXAMPLE}")
-    return ".".join(parts)
 
 
 @dataclass(frozen=True)
@@ -257,7 +248,7 @@ def versions(catalog: CatalogDep, address: DatasetAddress) -> list[dict[str, Any
 @router.get("/products/{address}", response_model=Product)
 def product(catalog: CatalogDep, address: ProductAddress) -> dict[str, Any]:
     """One data product: description, owners, inputs, and each dataset with its versions."""
-    return catalog.product(product_address(address))
+    return catalog.product(address)
 
 
 @router.get("/search", response_model=SearchResult)

@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from trustmesh.catalog import Catalog
 from trustmesh.descriptors.models import IM8_LEVELS, PRODUCT_KINDS, SENSITIVITIES
-from trustmesh.web.api import CatalogDep, SearchDep, SearchQuery, product_address
+from trustmesh.web.api import CatalogDep, SearchDep, SearchQuery
 
 # facet in the catalog's search result → (query parameter, heading, preferred order of values)
 FACETS: dict[str, tuple[str, str, list[str]]] = {
@@ -178,7 +178,7 @@ def search_page_json(catalog: CatalogDep, query: SearchDep) -> dict[str, Any]:
 @router.get("/products/{address}")
 def product_page(request: Request, catalog: CatalogDep, address: str) -> Response:
     address, as_json = twin(address, 2)
-    product = catalog.product(product_address(address))
+    product = catalog.product(address)
     if as_json:
         return JSONResponse(product)
     context = {"title": f"{product['name']} — {product['domain']}", "product": product,
