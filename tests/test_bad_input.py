@@ -131,8 +131,8 @@ def test_bad_csv_fails_the_build_and_keeps_the_previous_version(make_mesh: Any, 
 
 
 @pytest.mark.parametrize("row, words", [
-    ("4,,1.0,2024-01-04\n", "name is required but has NULL in 1 rows"),
-    ("1,apple-again,1.0,2024-01-04\n", "primary key (item_id) is not unique: 1 duplicate rows"),
+    ("4,,1.0,2024-01-04\n", "'name is required' failed: nullValues is 1, expected = 0"),
+    ("1,apple-again,1.0,2024-01-04\n", "'primary key (item_id) is unique' failed: duplicateValues is 1, expected = 0"),
 ])
 def test_data_violating_the_contract_is_not_published(make_mesh: Any, row: str, words: str) -> None:
     ws = make_mesh()

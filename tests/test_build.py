@@ -69,7 +69,7 @@ def test_publish_is_atomic_across_a_product(make_mesh: Any, files: dict[str, Any
     result = ws.build()
     assert statuses(result) == {"alpha.shop-dp": "failed", "beta.stats-dp": "blocked"}
     failed = result.products[0]
-    assert any("primary key (item_id) is not unique" in p.message for p in failed.problems)
+    assert any("'primary key (item_id) is unique' failed" in p.message for p in failed.problems)
     assert [v["version"] for v in ws.catalog.versions("alpha.shop-dp.items")] == [1]
     assert ws.catalog.read("alpha.shop-dp.items").num_rows == 3
 

@@ -12,6 +12,7 @@ from trustmesh.descriptors.sql import ProductSql, parse_product_sql
 from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, type_fits
 from trustmesh.errors import Problem
 from trustmesh.plan import cycle_problems
+from trustmesh.quality import QualityRule, compile_quality, dataset_rules
 
 DEFAULT_TYPES = {
     "integer": "BIGINT", "number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
@@ -162,7 +163,44 @@ def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Pr
     except QueryFailed as exc:
         return [*problems, Problem(output.sql_file, f"the query fails: {_first_line(exc)}",
                                    fix="correct the SQL; column and input names must exist")]
-    return problems + compare_columns(engine, output, described)
+    problems += compare_columns(engine, output, described)
+    return problems + check_quality_rules(mesh, engine, session, output, described)
+
+
+def check_quality_rules(mesh: Mesh, engine: Engine, session: EngineSession, output: OutputDataset,
+                        described: list[ColumnType]) -> list[Problem]:
+    """The dataset's quality rules parse, name real columns, and compile to SQL the engine accepts."""
+    assert output.contract is not None
+    rules, problems = dataset_rules(mesh, output)
+    if problems:
+        return problems
+    relation = f"qc__{output.name}"
+    session.bind_empty(relation, described)
+    compiled = compile_quality(rules, relation, engine.quote, dataset=output.name, address=output.address)
+    problems = [Problem(output.contract.file, p.message, p.path, fix=p.fix) for p in compiled.problems]
+    statements = [(None, compiled.scan_sql)] + [(rule, sql) for rule, sql in compiled.sql_rules]
+    for rule, sql in statements:
+        try:
+            session.describe(sql)
+        except QueryFailed as exc:
+            culprits = [rule] if rule else _failing_rules(engine, session, rules, relation)
+            for culprit in culprits:
+                problems.append(Problem(output.contract.file, f"the engine cannot run quality rule {culprit.name!r}: {exc}",
+                                        f"schema[{output.name}].quality[{culprit.name}]",
+                                        fix="rewrite the rule (e.g. a pattern the engine's regex syntax supports)"))
+    return problems
+
+
+def _failing_rules(engine: Engine, session: EngineSession, rules: list[QualityRule], relation: str) -> list[QualityRule]:
+    failing = []
+    for rule in rules:
+        if rule.metric in ("sql", "utcTimestamps"):
+            continue
+        try:
+            session.describe(compile_quality([rule], relation, engine.quote).scan_sql)
+        except QueryFailed:
+            failing.append(rule)
+    return failing
 
 
 def compare_columns(engine: Engine, output: OutputDataset, described: list[ColumnType]) -> list[Problem]:

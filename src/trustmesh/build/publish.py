@@ -9,12 +9,21 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from trustmesh.descriptors import Mesh, Product
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import table_identifier
 from trustmesh.metastore.registry import register_product
-from trustmesh.metastore.schema import DatasetRow, ProductBuildRow, VersionRow, utcnow
+from trustmesh.metastore.schema import (
+    DatasetRow,
+    ProductBuildRow,
+    QualityResultRow,
+    QuarantineRow,
+    VersionRow,
+    utcnow,
+)
+from trustmesh.quality import QualityReport
 
 FAULT_ENV = "TRUSTMESH_FAULT"
 
@@ -33,6 +42,7 @@ class Candidate:
     data_file: str
     rows: int
     columns: list[dict[str, str]]
+    report: QualityReport | None = None
     snapshot_id: int | None = None
 
 
@@ -87,11 +97,15 @@ def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_
             latest = session.scalar(select(func.max(VersionRow.version)).where(VersionRow.dataset == candidate.address))
             number = (latest or 0) + 1
             contract = next(o.contract for o in pub.product.outputs if o.address == candidate.address)
+            report = candidate.report
             session.add(VersionRow(
                 dataset=candidate.address, version=number, snapshot_id=candidate.snapshot_id, build_id=pub.build_id,
                 row_count=candidate.rows, published_at=now, contract_version=contract.version if contract else "",
                 columns=candidate.columns, data_files=[candidate.data_file], inputs=pub.inputs,
+                quality_score=report.score if report else None, quality=report.summary() if report else {},
             ))
+            if report:
+                record_results(session, candidate.address, pub.build_id, number, report)
             dataset = session.get(DatasetRow, candidate.address)
             assert dataset is not None
             dataset.current_version = number
@@ -103,6 +117,34 @@ def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_
         session.flush()
         fault_point("publish.before-commit")
     return versions
+
+
+def record_results(session: Session, address: str, build_id: str, version: int | None, report: QualityReport) -> None:
+    """Every check's outcome, stamped on the version it judged (or on the quarantined candidate)."""
+    now = utcnow()
+    for result in report.results:
+        r = result.rule
+        session.add(QualityResultRow(
+            dataset=address, build_id=build_id, version=version, rule=r.id, source=r.source, column=r.column,
+            metric=r.metric, dimension=r.dimension, severity=r.severity, operator=r.operator,
+            threshold=list(r.threshold), unit=r.unit, value=result.value, passed=result.passed,
+            samples=result.samples, checked_at=now,
+        ))
+
+
+def quarantine(store: Metastore, warehouse: Path, address: str, build_id: str, data_file: Path,
+               report: QualityReport) -> Path:
+    """Move a failing candidate aside, with its results: inspectable, never served."""
+    domain, product, dataset = table_identifier(address)
+    target = warehouse / "quarantine" / domain / product / dataset / data_file.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(data_file, target)
+    failed = [r.rule.name for r in report.failed("error")]
+    with store.session() as session:
+        session.add(QuarantineRow(dataset=address, build_id=build_id, data_file=str(target), rows=report.rows,
+                                  reason="failed: " + ", ".join(failed), created_at=utcnow()))
+        record_results(session, address, build_id, None, report)
+    return target
 
 
 def data_file_path(warehouse: Path, address: str, build_id: str) -> Path:

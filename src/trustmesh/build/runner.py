@@ -17,6 +17,7 @@ from trustmesh.build.publish import (
     Publication,
     commit_snapshots,
     data_file_path,
+    quarantine,
     record_publication,
 )
 from trustmesh.descriptors import Mesh, OutputDataset, Product
@@ -28,6 +29,7 @@ from trustmesh.metastore.iceberg import snapshot_files
 from trustmesh.metastore.registry import register_domains
 from trustmesh.metastore.schema import BuildRow, ProductBuildRow, utcnow
 from trustmesh.plan import select, upstream_graph
+from trustmesh.quality import dataset_rules, run_quality
 from trustmesh.validate import (
     check_mesh,
     compare_columns,
@@ -277,13 +279,21 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
     progress.step(product.address, f"check {output.name}")
     table = f"cand__{output.name}"
     session.bind_parquet(table, [str(path)])
-    problems = schema_violations(session, table, output)
-    if problems:
-        path.unlink(missing_ok=True)
-        raise BuildFailed(product.address, f"{output.name} does not meet its contract; nothing was published", problems)
-    rows = int(session.query(f"SELECT count(*) FROM {q(table)}")[0][0])
     published = session.describe(f"SELECT * FROM {q(table)}")
-    return Candidate(output.address, str(path), rows, [{"name": c.name, "type": c.type} for c in published])
+    rules, _ = dataset_rules(ctx.mesh, output)
+    report = run_quality(session, table, output.contract, rules, column_types={c.name: c.type for c in published},
+                         quote=q)
+    failed = report.failed("error")
+    if failed:
+        quarantined = quarantine(ctx.store, ctx.warehouse, output.address, build_id, path, report)
+        problems = [Problem(output.contract.file, f"quality check {r.describe()}",
+                            f"schema[{output.name}].quality[{r.rule.name}]",
+                            fix=f"inspect the quarantined candidate (`trustmesh quality {output.address} --quarantine`,"
+                                f" {quarantined}); fix the data or the SQL") for r in failed]
+        raise BuildFailed(product.address, f"{output.name} failed {len(failed)} error-level quality check(s); "
+                          "the candidate is quarantined and the previous version stays served", problems)
+    return Candidate(output.address, str(path), report.rows, [{"name": c.name, "type": c.type} for c in published],
+                     report=report)
 
 
 def _query_failure(product: Product, output: OutputDataset, exc: QueryFailed, origins: dict[str, str]) -> BuildFailed:
@@ -301,29 +311,3 @@ def _query_failure(product: Product, output: OutputDataset, exc: QueryFailed, or
                                     fix="correct physicalType, or CAST/clean the value in the SQL")])
     return BuildFailed(product.address, f"{output.name}: the query failed",
                        [Problem(output.sql_file, f"the query failed: {message}", fix="correct the SQL or the data")])
-
-
-def schema_violations(session: EngineSession, table: str, output: OutputDataset) -> list[Problem]:
-    """`required` → no nulls, `primaryKey` → unique together, `unique` → unique: counted in one scan."""
-    contract = output.contract
-    assert contract is not None
-    q = '"{}"'.format
-    checks: list[tuple[str, str, str]] = []
-    for col in contract.columns:
-        if col.required or col.primary_key:
-            checks.append((f"count(*) - count({q(col.name)})", f"{col.name} is required but has NULL in {{n}} rows",
-                           f"properties[{col.name}].required"))
-        if col.unique and not col.primary_key:
-            checks.append((f"count({q(col.name)}) - count(DISTINCT {q(col.name)})",
-                           f"{col.name} must be unique but {{n}} values repeat", f"properties[{col.name}].unique"))
-    key = contract.primary_key
-    if key:
-        tuple_sql = f"({', '.join(q(k) for k in key)})" if len(key) > 1 else q(key[0])
-        checks.append((f"count(*) - count(DISTINCT {tuple_sql})",
-                       f"primary key ({', '.join(key)}) is not unique: {{n}} duplicate rows", "primaryKey"))
-    if not checks:
-        return []
-    counts = session.query(f"SELECT {', '.join(c[0] for c in checks)} FROM {q(table)}")[0]
-    return [Problem(contract.file, message.format(n=n), f"schema[{output.name}].{path}",
-                    fix="fix the data or the SQL (e.g. filter or deduplicate), or relax the contract")
-            for (_, message, path), n in zip(checks, counts, strict=True) if n]

@@ -171,6 +171,9 @@ def _load_domain(root: Path, folder: Path, problems: ProblemList) -> DomainSpec 
             if role not in DOMAIN_ROLES:
                 problems.add(rel, f"unknown role {role!r} for {person.id}", path=f"people[{person.id}].roles",
                              fix=f"use one of {', '.join(DOMAIN_ROLES)}")
+    if domain.quality_benchmarks and domain.kind != "trusted-centre":
+        problems.add(rel, "only a Trusted Centre sets quality benchmarks for its sector", path="qualityBenchmarks",
+                     fix="move the rules into this domain's contracts, or set `kind: trusted-centre`")
     for role in ("data-owner", "data-domain-steward"):
         if not domain.people_in_role(role):
             problems.add(rel, f"no person with the role {role}", path="people",

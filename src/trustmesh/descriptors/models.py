@@ -66,6 +66,43 @@ class MeshConfig(Strict):
     people: list[Person] = []
 
 
+class BenchmarkScope(Strict):
+    """Which columns a sector benchmark applies to; every condition given must hold."""
+
+    primary_key: bool | None = Field(None, alias="primaryKey")
+    logical_type: str | None = Field(None, alias="logicalType")
+    column: str | None = None  # a regular expression over column names
+    pii: bool | None = None
+
+
+class QualityBenchmark(Strict):
+    """A Trusted Centre's quality rule for every product of its sector; products cannot switch it off."""
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    applies_to: BenchmarkScope = Field(default_factory=lambda: BenchmarkScope.model_validate({}), alias="appliesTo")
+    metric: str
+    severity: str = "error"
+    dimension: str | None = None
+    unit: str = "rows"
+    arguments: dict[str, Any] = {}
+    must_be: Any = Field(None, alias="mustBe")
+    must_not_be: Any = Field(None, alias="mustNotBe")
+    must_be_greater_than: Any = Field(None, alias="mustBeGreaterThan")
+    must_be_greater_or_equal_to: Any = Field(None, alias="mustBeGreaterOrEqualTo")
+    must_be_less_than: Any = Field(None, alias="mustBeLessThan")
+    must_be_less_or_equal_to: Any = Field(None, alias="mustBeLessOrEqualTo")
+    must_be_between: Any = Field(None, alias="mustBeBetween")
+    must_not_be_between: Any = Field(None, alias="mustNotBeBetween")
+
+    def rule(self) -> dict[str, Any]:
+        """The benchmark written as an ODCS quality entry."""
+        data = self.model_dump(by_alias=True, exclude_none=True, exclude={"name", "applies_to"})
+        if self.metric == "utcTimestamps" and not any(k.startswith("must") for k in data):
+            data["mustBe"] = 0
+        return data
+
+
 class DomainSpec(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     kind: Literal["ssot", "trusted-centre"]
@@ -73,6 +110,7 @@ class DomainSpec(Strict):
     description: str = ""
     people: list[Person] = []
     glossary: list[GlossaryTerm] = []
+    quality_benchmarks: list[QualityBenchmark] = Field([], alias="qualityBenchmarks")
 
     def people_in_role(self, role: str) -> list[Person]:
         return [p for p in self.people if role in p.roles]

@@ -143,6 +143,8 @@ class VersionRow(Base):
     columns: Mapped[list[Any]] = mapped_column(default=list)
     data_files: Mapped[list[Any]] = mapped_column(default=list)
     inputs: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    quality_score: Mapped[float | None] = mapped_column(Float)
+    quality: Mapped[dict[str, Any]] = mapped_column(default=dict)
 
 
 class BuildRow(Base):
@@ -191,3 +193,39 @@ class SearchDocRow(Base):
     has_pii: Mapped[bool] = mapped_column(Boolean)
     title: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
+
+
+class QualityResultRow(Base):
+    """One check of one build of a dataset: its metric, threshold and verdict, with masked samples."""
+
+    __tablename__ = "tm_quality_results"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(String(400), index=True)
+    build_id: Mapped[str] = mapped_column(String(64), index=True)
+    version: Mapped[int | None] = mapped_column(Integer)
+    rule: Mapped[str] = mapped_column(String(400))
+    source: Mapped[str] = mapped_column(String(200))
+    column: Mapped[str | None] = mapped_column(String(200))
+    metric: Mapped[str] = mapped_column(String(100))
+    dimension: Mapped[str | None] = mapped_column(String(100))
+    severity: Mapped[str] = mapped_column(String(20))
+    operator: Mapped[str] = mapped_column(String(40))
+    threshold: Mapped[list[Any]] = mapped_column(default=list)
+    unit: Mapped[str] = mapped_column(String(20))
+    value: Mapped[float | None] = mapped_column(Float)
+    passed: Mapped[bool] = mapped_column(Boolean)
+    samples: Mapped[list[Any]] = mapped_column(default=list)
+    checked_at: Mapped[datetime] = mapped_column()
+
+
+class QuarantineRow(Base):
+    """A candidate that failed an error-severity check: kept for inspection, never served."""
+
+    __tablename__ = "tm_quarantine"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(String(400), index=True)
+    build_id: Mapped[str] = mapped_column(String(64))
+    data_file: Mapped[str] = mapped_column(String(1000))
+    rows: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column()
