@@ -13,6 +13,7 @@ from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, ty
 from trustmesh.errors import Problem
 from trustmesh.plan import cycle_problems
 from trustmesh.quality import QualityRule, compile_quality, dataset_rules
+from trustmesh.quality.freshness import sla_problems
 
 DEFAULT_TYPES = {
     "integer": "BIGINT", "number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
@@ -172,6 +173,7 @@ def check_quality_rules(mesh: Mesh, engine: Engine, session: EngineSession, outp
     """The dataset's quality rules parse, name real columns, and compile to SQL the engine accepts."""
     assert output.contract is not None
     rules, problems = dataset_rules(mesh, output)
+    problems += sla_problems(output.contract.sla, output.contract.file, output.name)
     if problems:
         return problems
     relation = f"qc__{output.name}"

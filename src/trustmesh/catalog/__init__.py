@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -18,10 +19,14 @@ from trustmesh.metastore.schema import (
     DomainRow,
     PersonRow,
     ProductRow,
+    QualityResultRow,
+    QuarantineRow,
     RoleRow,
     VersionRow,
+    utcnow,
 )
 from trustmesh.metastore.search import FACETS, search
+from trustmesh.quality.freshness import freshness
 
 ROLE_ORDER = ["data-owner", "data-domain-steward", "data-product-owner", "developer"]
 
@@ -65,10 +70,13 @@ class Catalog:
             if domain:
                 query = query.where(DatasetRow.domain == domain)
             out = []
+            now = utcnow()
             for ds, product in s.execute(query.order_by(DatasetRow.address)).all():
                 latest = self._version_row(s, ds.address, ds.current_version)
                 out.append({**_dataset_summary(ds, product), "rows": latest.row_count if latest else None,
-                            "published_at": latest.published_at.isoformat() if latest else None})
+                            "published_at": latest.published_at.isoformat() if latest else None,
+                            "quality_score": latest.quality_score if latest else None,
+                            "stale": _fresh(ds, latest, now)["stale"]})
             return out
 
     def owners(self, domain: str) -> dict[str, list[dict[str, Any]]]:
@@ -103,6 +111,14 @@ class Catalog:
                 "columns": [_column(c) for c in cols],
                 "current_version": _version(latest) if latest else None,
                 "inputs": product.inputs,
+                "quality": {
+                    "score": latest.quality_score if latest else None,
+                    "summary": latest.quality if latest else {},
+                    "freshness": _fresh(ds, latest, utcnow()),
+                    "checks": [_result(r) for r in s.scalars(select(QualityResultRow).where(
+                        QualityResultRow.dataset == address, QualityResultRow.version == ds.current_version)
+                        .order_by(QualityResultRow.id))] if latest else [],
+                },
             }
         out["owners"] = self.owners(ds.domain)
         return out
@@ -116,15 +132,35 @@ class Catalog:
             datasets = s.scalars(select(DatasetRow.address).where(DatasetRow.product == address)
                                  .order_by(DatasetRow.address)).all()
             domain = s.get(DomainRow, product.domain)
-            info = {"address": product.address, "domain": product.domain, "name": product.name,
+            info: dict[str, Any] = {"address": product.address, "domain": product.domain, "name": product.name,
                     "kind": product.kind, "tier": product.tier, "status": product.status, "version": product.version,
                     "description": product.description, "tags": product.tags, "team": product.team,
                     "inputs": product.inputs, "sector": domain.sector if domain else None,
                     "domain_kind": domain.kind if domain else None,
                     "built_at": product.built_at.isoformat() if product.built_at else None}
-        info["owners"] = self.owners(product.domain)
-        info["datasets"] = [{**self.show(a), "versions": self.versions(a)} for a in datasets]
-        return info
+        shown = [{**self.show(a), "versions": self.versions(a)} for a in datasets]
+        scores = [d["quality"]["score"] for d in shown if d["quality"]["score"] is not None]
+        return {**info, "owners": self.owners(product.domain), "datasets": shown,
+                "quality_score": round(sum(scores) / len(scores), 1) if scores else None,
+                "stale": any(d["quality"]["freshness"]["stale"] for d in shown)}
+
+    def quality(self, address: str) -> dict[str, Any]:
+        """The served version's checks, the score's history across versions, and quarantined candidates."""
+        info = self.show(address)
+        with self.store.session() as s:
+            quarantined = s.scalars(select(QuarantineRow).where(QuarantineRow.dataset == info["address"])
+                                    .order_by(QuarantineRow.id.desc())).all()
+            failed_runs = {q.build_id: [_result(r) for r in s.scalars(select(QualityResultRow).where(
+                QualityResultRow.dataset == info["address"], QualityResultRow.build_id == q.build_id,
+                QualityResultRow.version.is_(None)).order_by(QualityResultRow.id))] for q in quarantined}
+            return {
+                "address": info["address"], "version": info["version"], **info["quality"],
+                "history": [{"version": v["version"], "published_at": v["published_at"], "score": v["quality_score"]}
+                            for v in self.versions(info["address"])],
+                "quarantine": [{"build_id": q.build_id, "data_file": q.data_file, "rows": q.rows, "reason": q.reason,
+                                "created_at": q.created_at.isoformat(), "checks": failed_runs[q.build_id]}
+                               for q in quarantined],
+            }
 
     def versions(self, address: str) -> list[dict[str, Any]]:
         address = normalise_address(address)
@@ -173,15 +209,29 @@ class Catalog:
         for hit in raw:
             groups.setdefault(hit.dataset, []).append(hit)
         ordered = sorted(groups.values(), key=lambda hs: (min(h.rank for h in hs), hs[0].dataset))
+        standing = self._standing(list(groups))
         hits: list[dict[str, Any]] = []
         for group in ordered:
             group.sort(key=lambda h: (h.kind != "dataset", h.rank))
-            hits += [h.to_dict() for h in group]
+            hits += [{**h.to_dict(), **standing.get(h.dataset, {})} if h.kind == "dataset" else h.to_dict()
+                     for h in group]
         datasets = [g for g in ordered if any(h.kind == "dataset" for h in g)]
         facets = {f: dict(Counter(str(getattr(h, f)).lower() if f == "has_pii" else getattr(h, f)
                                   for g in datasets for h in g if h.kind == "dataset")) for f in FACETS}
         return {"query": text, "filters": filters, "hits": hits[:limit], "total": len(hits),
                 "datasets": len(groups), "facets": facets}
+
+    def _standing(self, addresses: list[str]) -> dict[str, dict[str, Any]]:
+        """Quality score and staleness of the served version of each dataset, in one query."""
+        if not addresses:
+            return {}
+        now = utcnow()
+        with self.store.session() as s:
+            rows = s.execute(select(DatasetRow, VersionRow).outerjoin(VersionRow, (VersionRow.dataset == DatasetRow.address)
+                             & (VersionRow.version == DatasetRow.current_version))
+                             .where(DatasetRow.address.in_(addresses))).all()
+            return {ds.address: {"quality_score": v.quality_score if v else None, "stale": _fresh(ds, v, now)["stale"]}
+                    for ds, v in rows}
 
     @staticmethod
     def _version_row(s: Session, address: str, number: int | None) -> VersionRow | None:
@@ -207,4 +257,14 @@ def _column(c: ColumnRow) -> dict[str, Any]:
 def _version(v: VersionRow) -> dict[str, Any]:
     return {"version": v.version, "published_at": v.published_at.isoformat(), "rows": v.row_count,
             "snapshot_id": v.snapshot_id, "build_id": v.build_id, "contract_version": v.contract_version,
-            "columns": v.columns, "inputs": v.inputs}
+            "columns": v.columns, "inputs": v.inputs, "quality_score": v.quality_score, "quality": v.quality}
+
+
+def _fresh(ds: DatasetRow, latest: VersionRow | None, now: datetime) -> dict[str, Any]:
+    return freshness(ds.contract.get("slaProperties") or [], latest.published_at if latest else None, now)
+
+
+def _result(r: QualityResultRow) -> dict[str, Any]:
+    return {"rule": r.rule, "source": r.source, "column": r.column, "metric": r.metric, "dimension": r.dimension,
+            "severity": r.severity, "operator": r.operator, "threshold": r.threshold, "unit": r.unit,
+            "value": r.value, "passed": r.passed, "samples": r.samples}
