@@ -16,7 +16,7 @@ from trustmesh.catalog import Catalog
 from trustmesh.descriptors import Mesh, MeshConfig, load_mesh
 from trustmesh.descriptors.loader import load_config
 from trustmesh.engines import Engine, get_engine
-from trustmesh.errors import Problem
+from trustmesh.errors import InvalidMesh, Problem
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import iceberg_catalog
 from trustmesh.validate import check_mesh
@@ -107,6 +107,22 @@ class Workspace:
         mesh = self.mesh
         ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg)
         return build(ctx, selector, full=full, progress=progress)
+
+    def compiled_quality(self, address: str) -> Any:
+        """The SQL that checks a dataset, as the build runs it (from the repo's contract and benchmarks)."""
+        from trustmesh.catalog import normalise_address
+        from trustmesh.errors import NotFound
+        from trustmesh.quality import compile_quality, dataset_rules
+
+        address = normalise_address(address)
+        mesh = self.mesh
+        output = mesh.datasets.get(address)
+        if output is None or output.contract is None:
+            raise NotFound(f"no dataset {address} in the mesh repo — fix: check the address (see `trustmesh catalog list`)")
+        rules, problems = dataset_rules(mesh, output)
+        if problems:
+            raise InvalidMesh(problems, f"the quality rules of {address} are not valid")
+        return compile_quality(rules, f"cand__{output.name}", self.engine.quote, dataset=output.name, address=address)
 
     def close(self) -> None:
         if "store" in self.__dict__:

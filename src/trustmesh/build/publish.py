@@ -125,7 +125,7 @@ def record_results(session: Session, address: str, build_id: str, version: int |
     for result in report.results:
         r = result.rule
         session.add(QualityResultRow(
-            dataset=address, build_id=build_id, version=version, rule=r.id, source=r.source, column=r.column,
+            dataset=address, build_id=build_id, version=version, rule=r.id, name=r.name, source=r.source, column=r.column,
             metric=r.metric, dimension=r.dimension, severity=r.severity, operator=r.operator,
             threshold=list(r.threshold), unit=r.unit, value=result.value, passed=result.passed,
             samples=result.samples, checked_at=now,

@@ -27,6 +27,7 @@ from trustmesh.metastore.schema import (
 )
 from trustmesh.metastore.search import FACETS, search
 from trustmesh.quality.freshness import freshness
+from trustmesh.quality.rules import expectation
 
 ROLE_ORDER = ["data-owner", "data-domain-steward", "data-product-owner", "developer"]
 
@@ -265,6 +266,7 @@ def _fresh(ds: DatasetRow, latest: VersionRow | None, now: datetime) -> dict[str
 
 
 def _result(r: QualityResultRow) -> dict[str, Any]:
-    return {"rule": r.rule, "source": r.source, "column": r.column, "metric": r.metric, "dimension": r.dimension,
-            "severity": r.severity, "operator": r.operator, "threshold": r.threshold, "unit": r.unit,
-            "value": r.value, "passed": r.passed, "samples": r.samples}
+    return {"rule": r.rule, "name": r.name, "source": r.source, "column": r.column, "metric": r.metric,
+            "dimension": r.dimension, "severity": r.severity, "operator": r.operator, "threshold": r.threshold,
+            "unit": r.unit, "expected": expectation(r.operator, r.threshold, r.unit), "value": r.value,
+            "passed": r.passed, "samples": r.samples}

@@ -269,6 +269,56 @@ def search(
 
 
 @app.command()
+def quality(
+    address: Annotated[str, typer.Argument(help="Dataset address, e.g. bts.flights-dp.flights.")],
+    show_sql: Annotated[bool, typer.Option("--show-sql", help="Print the SQL the build runs for these checks.")] = False,
+    quarantine: Annotated[bool, typer.Option("--quarantine", help="List candidates held back by failed checks.")] = False,
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Quality of a dataset: every check of the served version, its score, freshness and history.
+
+    Checks come from the contract (ODCS `quality`), its schema (required, primary key, unique) and the
+    sector's Trusted Centre benchmarks; they run in one scan before every publish. Exit 1 when the
+    served version failed a check or is stale.
+
+    Examples: `trustmesh quality bts.flights-dp.flights`, `trustmesh quality bts.flights-dp.flights --show-sql`
+    """
+    ws = _workspace(mesh)
+    if show_sql:
+        compiled = ws.compiled_quality(address)
+        print_json({"sql": compiled.show()}) if json else console.print(compiled.show(), markup=False)
+        return
+    report = ws.catalog.quality(address)
+    if json:
+        print_json(report if not quarantine else {"address": report["address"], "quarantine": report["quarantine"]})
+    elif quarantine:
+        rows = [[q["build_id"], q["created_at"], f"{q['rows']:,}", q["reason"], q["data_file"]] for q in report["quarantine"]]
+        console.print(table(f"quarantined candidates of {report['address']}", ["build", "when", "rows", "reason", "file"], rows))
+    else:
+        fresh = report["freshness"]
+        console.print(f"[bold]{report['address']}[/] v{report['version']}: quality score "
+                      f"[bold]{report['score'] if report['score'] is not None else '—'}[/]; "
+                      + (f"freshness {fresh['sla']}: {'[red]stale[/]' if fresh['stale'] else 'fresh'}"
+                         if fresh["sla"] else "no freshness SLA"))
+        console.print(table("checks", ["column", "check", "expected", "value", "result", "severity", "source"],
+                            [[c["column"] or "(dataset)", c["name"], c["expected"], _number(c["value"]),
+                              "pass" if c["passed"] else "FAIL", c["severity"], c["source"]] for c in report["checks"]]))
+        for c in report["checks"]:
+            if c["samples"]:
+                console.print(f"failing rows of {c['rule']} (personal data masked): {c['samples']}", markup=False)
+    failed = any(not c["passed"] for c in report["checks"]) or report["freshness"]["stale"]
+    if failed and not quarantine:
+        raise typer.Exit(1)
+
+
+def _number(value: object) -> str:
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return "" if value is None else str(value)
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,

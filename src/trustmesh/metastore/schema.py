@@ -204,6 +204,7 @@ class QualityResultRow(Base):
     build_id: Mapped[str] = mapped_column(String(64), index=True)
     version: Mapped[int | None] = mapped_column(Integer)
     rule: Mapped[str] = mapped_column(String(400))
+    name: Mapped[str] = mapped_column(String(400))
     source: Mapped[str] = mapped_column(String(200))
     column: Mapped[str | None] = mapped_column(String(200))
     metric: Mapped[str] = mapped_column(String(100))

@@ -75,7 +75,8 @@ class CompiledQuality:
 
     def show(self) -> str:
         """Every statement, formatted, with the rules each output column answers."""
-        out = [f"-- one scan: {len(set(self.aliases.values()))} metrics for {len(self.aliases)} rules", self.scan_sql + ";"]
+        metrics = len(set(self.aliases.values()) | {ROWS})
+        out = [f"-- one scan: {metrics} metrics for {len(self.aliases)} rules", self.scan_sql + ";"]
         for rule, sql in self.sql_rules:
             out += [f"-- business rule {rule.id}", sql + ";"]
         return "\n".join(out)
@@ -99,6 +100,9 @@ def compile_quality(rules: list[QualityRule], relation: str, q: Quote, *, datase
             continue
         expression = metric_expression(rule, q)
         if expression is None:
+            continue
+        if expression == "count(*)":
+            aliases[rule.id] = ROWS
             continue
         if expression not in expressions:
             expressions[expression] = f"m{len(expressions) + 1}"

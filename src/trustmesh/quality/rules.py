@@ -58,13 +58,18 @@ class QualityRule:
         }[self.operator]()
 
     def expectation(self) -> str:
-        words = {"mustBe": "=", "mustNotBe": "≠", "mustBeGreaterThan": ">", "mustBeGreaterOrEqualTo": "≥",
-                 "mustBeLessThan": "<", "mustBeLessOrEqualTo": "≤"}
-        unit = "%" if self.unit == "percent" else ""
-        if self.operator in words:
-            return f"{words[self.operator]} {_num(self.threshold[0])}{unit}"
-        lo, hi = (_num(v) for v in self.threshold)
-        return f"{'between' if self.operator == 'mustBeBetween' else 'not between'} {lo} and {hi}{unit}"
+        return expectation(self.operator, self.threshold, self.unit)
+
+
+def expectation(operator: str, threshold: tuple[float, ...] | list[float], unit: str) -> str:
+    """`≤ 5%`, `= 0`, `between 1 and 10`: a threshold as people read it."""
+    words = {"mustBe": "=", "mustNotBe": "≠", "mustBeGreaterThan": ">", "mustBeGreaterOrEqualTo": "≥",
+             "mustBeLessThan": "<", "mustBeLessOrEqualTo": "≤"}
+    suffix = "%" if unit == "percent" else ""
+    if operator in words:
+        return f"{words[operator]} {_num(threshold[0])}{suffix}"
+    lo, hi = (_num(v) for v in threshold)
+    return f"{'between' if operator == 'mustBeBetween' else 'not between'} {lo} and {hi}{suffix}"
 
 
 def _num(value: float) -> str:

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("build_id", sa.String(length=64), nullable=False),
         sa.Column("version", sa.Integer(), nullable=True),
         sa.Column("rule", sa.String(length=400), nullable=False),
+        sa.Column("name", sa.String(length=400), nullable=False),
         sa.Column("source", sa.String(length=200), nullable=False),
         sa.Column("column", sa.String(length=200), nullable=True),
         sa.Column("metric", sa.String(length=100), nullable=False),
