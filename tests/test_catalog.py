@@ -94,6 +94,15 @@ def test_cli_catalog_and_search_json(demo: Workspace) -> None:
     assert bad.exit_code == 2
 
 
+def test_demo_catalog_shows_quality_scores(demo: Workspace) -> None:
+    listed = demo.catalog.datasets()
+    assert all(d["quality_score"] is not None for d in listed)
+    trips = next(d for d in listed if d["address"] == "commuter.trips-dp.trips")
+    assert trips["quality_score"] < 100  # the transport benchmark flags its local-time timestamps
+    checks = demo.catalog.show("commuter.trips-dp.trips")["quality"]["checks"]
+    assert any(c["source"] == "benchmark:transport-tc" and not c["passed"] for c in checks)
+
+
 def test_demo_rebuild_does_no_work(demo: Workspace) -> None:
     again = demo.build()
     assert {r.status for r in again.products} == {"skipped"}

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import re
+import time
 import warnings
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +16,7 @@ import pytest
 from trustmesh.scaffold import init_mesh, new_domain, new_product
 from trustmesh.service import Workspace
 from trustmesh.web.app import app_from_environment, create_app
+from trustmesh.web.pages import age, plain, quality_band, source_label
 from trustmesh.yamlfile import dump_yaml, load_yaml
 
 with warnings.catch_warnings():
@@ -42,21 +45,50 @@ def _personal_category(contract: dict[str, Any]) -> None:
                                 {"property": "piiType", "value": "name"}]
 
 
+def _only_alpha_hourly(contract: dict[str, Any]) -> None:
+    """A warning the data fails (row 2 is `beta`), and a freshness SLA of one second, soon past."""
+    prop = next(p for p in contract["schema"][0]["properties"] if p["name"] == "category")
+    prop["quality"] = [{"metric": "invalidValues", "arguments": {"validValues": ["alpha"]}, "mustBe": 0,
+                        "severity": "warning", "dimension": "conformity", "name": "only-alpha"}]
+    contract["slaProperties"] = [{"property": "frequency", "value": 1, "unit": "s"}]
+
+
+def _transport_benchmark(domain: dict[str, Any]) -> None:
+    domain["qualityBenchmarks"] = [{"name": "no-null-keys", "appliesTo": {"primaryKey": True},
+                                    "metric": "nullValues", "mustBe": 0, "severity": "error"}]
+
+
+def _impossible_row_count(contract: dict[str, Any]) -> None:
+    contract["schema"][0]["quality"] = [{"metric": "rowCount", "mustBeGreaterThan": 100, "severity": "error",
+                                         "name": "enough-rows"}]
+
+
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    """bts.flights-dp (official-open, hostile description) and health.patients-dp (one restricted PII column)."""
+    """bts.flights-dp (official-open, hostile description, a failing warning, stale, the transport-tc benchmark)
+    and health.patients-dp (one restricted PII column; a second build quarantined by a failing error)."""
     root = tmp_path_factory.mktemp("mesh")
     init_mesh(root)
     new_domain(root, "bts", "ssot", "transport")
+    _edit_yaml(new_domain(root, "transport-tc", "trusted-centre", "transport"), _transport_benchmark)
     _edit_yaml(new_product(root, "bts", "flights-dp"), _hostile_description)
+    _edit_yaml(root / "domains/bts/products/flights-dp/contracts/flights.odcs.yaml", _only_alpha_hourly)
     new_domain(root, "health", "ssot", "health")
     new_product(root, "health", "patients-dp")
-    _edit_yaml(root / "domains/health/products/patients-dp/contracts/patients.odcs.yaml", _personal_category)
+    patients = root / "domains/health/products/patients-dp/contracts/patients.odcs.yaml"
+    _edit_yaml(patients, _personal_category)
     ws = Workspace.open(root)
     result = ws.build()
     assert result.ok, result.to_dict()
+    _edit_yaml(patients, _impossible_row_count)
+    assert not ws.build().ok  # the candidate is quarantined; version 1 stays served
+    time.sleep(max(0.0, 1.1 - (time.time() - _published(ws, "bts.flights-dp.flights"))))  # flights: past its 1 s SLA
     yield ws
     ws.close()
+
+
+def _published(ws: Workspace, address: str) -> float:
+    return datetime.fromisoformat(ws.catalog.versions(address)[0]["published_at"]).timestamp()
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +102,20 @@ def client(mesh: Workspace) -> Iterator[TestClient]:
 
 def test_health(client: TestClient) -> None:
     body = client.get("/api/v1/health").json()
-    assert body["status"] == "ok" and body["metastore"] == "sqlite" and body["domains"] == 2
+    assert body["status"] == "ok" and body["metastore"] == "sqlite" and body["domains"] == 3
 
 
 def test_domains(client: TestClient) -> None:
     domains = client.get("/api/v1/domains").json()
-    assert [(d["name"], d["sector"], d["products"]) for d in domains] == [("bts", "transport", 1),
-                                                                          ("health", "health", 1)]
+    assert [(d["name"], d["sector"], d["products"]) for d in domains] == [
+        ("bts", "transport", 1), ("health", "health", 1), ("transport-tc", "transport", 0)]
 
 
 def test_datasets_all_and_by_domain(client: TestClient) -> None:
     every = client.get("/api/v1/datasets").json()
     assert [d["address"] for d in every] == ["bts.flights-dp.flights", "health.patients-dp.patients"]
     assert every[0]["rows"] == 3 and every[0]["version"] == 1
+    assert [(d["stale"], d["quality_score"] < 100) for d in every] == [(True, True), (False, False)]
     only = client.get("/api/v1/datasets", params={"domain": "health"}).json()
     assert [d["address"] for d in only] == ["health.patients-dp.patients"]
 
@@ -100,6 +133,7 @@ def test_show_dataset(client: TestClient) -> None:
 def test_versions(client: TestClient) -> None:
     versions = client.get("/api/v1/datasets/bts.flights-dp.flights/versions").json()
     assert [(v["version"], v["rows"], v["contract_version"]) for v in versions] == [(1, 3, "0.1.0")]
+    assert versions[0]["quality"]["failed_warnings"] == 1 and versions[0]["quality_score"] == versions[0]["quality"]["score"]
 
 
 def test_product(client: TestClient) -> None:
@@ -108,6 +142,38 @@ def test_product(client: TestClient) -> None:
     assert SCRIPT in product["description"]["purpose"]
     assert [d["address"] for d in product["datasets"]] == ["bts.flights-dp.flights"]
     assert product["datasets"][0]["versions"][0]["version"] == 1
+    assert product["stale"] is True and product["quality_score"] == product["datasets"][0]["quality"]["score"]
+
+
+def _check(checks: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(c for c in checks if c["name"] == name)
+
+
+def test_quality(client: TestClient) -> None:
+    quality = client.get("/api/v1/datasets/bts.flights-dp.flights/quality").json()
+    assert (quality["address"], quality["version"]) == ("bts.flights-dp.flights", 1)
+    assert 80 <= quality["score"] < 95 and quality["summary"]["failed_warnings"] == 1
+    assert quality["summary"]["failed_errors"] == 0
+    warning = _check(quality["checks"], "only-alpha")
+    assert (warning["passed"], warning["severity"], warning["column"], warning["metric"]) == (
+        False, "warning", "category", "invalidValues")
+    assert (warning["value"], warning["expected"]) == (1.0, "= 0")
+    assert warning["samples"] == [{"record_id": 2, "category": "beta"}]  # the row that is not alpha
+    assert _check(quality["checks"], "no-null-keys")["source"] == "benchmark:transport-tc"
+    fresh = quality["freshness"]
+    assert (fresh["sla"], fresh["stale"]) == ("frequency 1 s", True) and "due_at" in fresh
+    assert quality["history"] == [{"version": 1, "published_at": quality["history"][0]["published_at"],
+                                   "score": quality["score"]}]
+    assert quality["quarantine"] == []
+
+
+def test_quality_lists_quarantined_candidates(client: TestClient) -> None:
+    quality = client.get("/api/v1/datasets/health.patients-dp.patients/quality").json()
+    assert quality["version"] == 1 and quality["score"] == 100 and quality["freshness"]["stale"] is False
+    [candidate] = quality["quarantine"]
+    assert (candidate["reason"], candidate["rows"]) == ("failed: enough-rows", 3)
+    failed = _check(candidate["checks"], "enough-rows")
+    assert (failed["passed"], failed["severity"], failed["value"]) == (False, "error", 3.0)
 
 
 def test_search_hits_and_facets(client: TestClient) -> None:
@@ -117,6 +183,11 @@ def test_search_hits_and_facets(client: TestClient) -> None:
     assert result["facets"]["domain"] == {"bts": 1, "health": 1}
     assert result["facets"]["classification"] == {"official-open": 1, "restricted": 1}
     assert result["facets"]["has_pii"] == {"false": 1, "true": 1}
+    flights = next(h for h in result["hits"] if h["kind"] == "dataset")
+    assert flights["dataset"] == "bts.flights-dp.flights" and flights["stale"] is True
+    assert 80 <= flights["quality_score"] < 95
+    column = next(h for h in result["hits"] if h["kind"] == "column")
+    assert "quality_score" not in column and "stale" not in column  # the catalog's shape, no nulls added
 
 
 def test_search_filters(client: TestClient) -> None:
@@ -136,11 +207,13 @@ def test_unknown_dataset_is_404_with_a_fix(client: TestClient) -> None:
     body = response.json()
     assert "bts.flights-dp.nope" in body["error"] and "fix" in body["error"] and body["problems"] == []
     assert client.get("/api/v1/datasets/bts.flights-dp.nope/versions").status_code == 404
+    quality = client.get("/api/v1/datasets/bts.flights-dp.nope/quality")
+    assert quality.status_code == 404 and "bts.flights-dp.nope" in quality.json()["error"]
     assert client.get("/api/v1/products/bts.nope-dp").status_code == 404
 
 
 @pytest.mark.parametrize("url", ["/api/v1/datasets/nodots", "/api/v1/datasets/a..b", "/api/v1/products/nodots",
-                                 "/api/v1/products/a.b.c"])
+                                 "/api/v1/products/a.b.c", "/api/v1/datasets/nodots/quality"])
 def test_malformed_address_is_400(client: TestClient, url: str) -> None:
     response = client.get(url)
     assert response.status_code == 400
@@ -156,6 +229,14 @@ def test_openapi(client: TestClient) -> None:
     assert doc["info"]["title"] == "trustmesh"
     assert {"/api/v1/search", "/api/v1/products/{address}", "/api/v1/datasets/{address}/versions"} <= set(doc["paths"])
     assert not any(p.startswith("/products") for p in doc["paths"])  # pages are not API
+    assert "/api/v1/datasets/{address}/quality" in doc["paths"]
+    schemas = doc["components"]["schemas"]
+    assert {"quality_score", "stale"} <= set(schemas["DatasetSummary"]["properties"])
+    assert {"quality_score", "quality"} <= set(schemas["Version"]["properties"])
+    assert {"quality_score", "stale"} <= set(schemas["Product"]["properties"])
+    assert {"quality"} <= set(schemas["DatasetDetail"]["properties"])
+    assert {"name", "expected", "samples", "passed"} <= set(schemas["QualityCheck"]["properties"])
+    assert {"history", "quarantine", "freshness"} <= set(schemas["QualityReport"]["properties"])
     assert client.get("/docs").status_code == 200
 
 
@@ -193,6 +274,60 @@ def test_product_page(client: TestClient) -> None:
     assert "Frequency" in html  # the SLA
     assert re.search(r"<th scope=\"row\">1 <span class=\"badge\">served</span></th>\s*<td><time", html)
     assert _headings_in_order(html)
+
+
+def test_product_page_shows_quality(client: TestClient) -> None:
+    score = client.get("/api/v1/datasets/bts.flights-dp.flights/quality").json()["score"]
+    html = client.get("/products/bts.flights-dp").text
+    badge = (f'<span class="badge quality quality-fair" title="Quality score: share of weighted checks passed, '
+             f'out of 100">quality {plain(score)} · fair</span>')
+    assert html.count(badge) == 4  # the product's facts, the dataset's line, its quality section, its versions
+    assert '<span class="badge stale"' in html and "a dataset is past its SLA" in html
+    assert "SLA frequency 1 s" in html and "the next version was due" in html
+    assert '<table class="checks" aria-labelledby="quality-flights">' in html and '<th scope="col">Expected</th>' in html
+    failing = re.search(r'<tr class="failed">\s*<th scope="row">only-alpha</th>(.*?)</tr>', html, re.S)
+    assert failing, "the failing warning is a row of the checks table"
+    for text in ("contract", "<code>category</code>", "invalidValues", "= 0 rows", "1 row", "fail", "warning"):
+        assert text in failing.group(1)
+    assert "<summary>Failing rows of “only-alpha” (1 shown, personal data masked)</summary>" in html
+    assert re.search(r"<details>.*?<td>2</td><td>beta</td>.*?</details>", html, re.S)
+    assert "sector benchmark (transport-tc)" in html
+    assert "Quarantined candidates" not in html
+    assert _headings_in_order(html)
+
+
+def test_product_page_shows_quarantine(client: TestClient) -> None:
+    html = client.get("/products/health.patients-dp").text
+    assert "quality 100 · good" in html and '<span class="badge stale"' not in html
+    assert '<span class="badge fresh">fresh</span>' in html and "no dataset past its SLA" in html
+    assert '<h4 id="quarantine-patients">Quarantined candidates</h4>' in html
+    assert re.search(r"<td>failed: enough-rows</td>\s*<td class=\"num\">3</td>", html)
+    assert _headings_in_order(html)
+
+
+def test_search_page_shows_quality(client: TestClient) -> None:
+    html = client.get("/").text
+    flights = re.search(r"bts\.flights-dp\.flights</a>.*?</article>", html, re.S)
+    patients = re.search(r"health\.patients-dp\.patients</a>.*?</article>", html, re.S)
+    assert flights and patients
+    assert re.search(r"quality [\d.]+ · fair</span> <span class=\"badge stale\"", flights.group(0))
+    assert "quality 100 · good" in patients.group(0) and "stale" not in patients.group(0)
+    ranked = client.get("/", params={"q": "record"}).text
+    assert re.search(r"flights</a></h3>.*?quality [\d.]+ · fair</span> <span class=\"badge stale\"", ranked, re.S)
+
+
+@pytest.mark.parametrize(("score", "band"), [(None, "none"), (100.0, "good"), (95.0, "good"), (94.9, "fair"),
+                                             (80.0, "fair"), (79.9, "poor"), (0.0, "poor")])
+def test_quality_bands(score: float | None, band: str) -> None:
+    assert quality_band(score) == band
+
+
+def test_quality_words() -> None:
+    assert source_label("benchmark:transport-tc") == "sector benchmark (transport-tc)"
+    assert (source_label("schema"), source_label("contract")) == ("schema", "contract")
+    assert (plain(3.0), plain(33.3333), plain(None)) == ("3", "33.33", "—")
+    assert (age(0.001), age(0.5), age(1.0), age(5.25), age(50)) == (
+        "under a minute", "30 minutes", "1 hour", "5.2 hours", "2.1 days")
 
 
 def test_page_escapes_descriptions(client: TestClient) -> None:
@@ -239,7 +374,7 @@ def test_static_stylesheet(client: TestClient) -> None:
 def test_app_from_environment(mesh: Workspace, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRUSTMESH_MESH", str(mesh.root))
     with TestClient(app_from_environment()) as c:
-        assert c.get("/api/v1/health").json()["domains"] == 2
+        assert c.get("/api/v1/health").json()["domains"] == 3
 
 
 def _headings_in_order(html: str) -> bool:

@@ -69,6 +69,7 @@ class CompiledQuality:
 
     scan_sql: str
     aliases: dict[str, str]  # rule id → output column of the scan
+    columns: list[str] = field(default_factory=list)  # the scan's output columns, in order
     sql_rules: list[tuple[QualityRule, str]] = field(default_factory=list)
     type_rules: list[QualityRule] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
@@ -108,6 +109,7 @@ def compile_quality(rules: list[QualityRule], relation: str, q: Quote, *, datase
             expressions[expression] = f"m{len(expressions) + 1}"
         aliases[rule.id] = expressions[expression]
     select = [f"count(*) AS {ROWS}"] + [f"{e} AS {a}" for e, a in expressions.items()]
+    compiled.columns = [ROWS, *expressions.values()]
     compiled.scan_sql = "SELECT\n  " + ",\n  ".join(select) + f"\nFROM {q(relation)}"
     return compiled
 

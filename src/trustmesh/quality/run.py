@@ -72,8 +72,7 @@ def run_quality(session: EngineSession, relation: str, contract: Contract, rules
     """One scan for every metric, one query per business rule, then samples of what failed."""
     compiled = compile_quality(rules, relation, quote, dataset=contract.name, address=contract.id)
     row = session.query(compiled.scan_sql)[0]
-    names = [ROWS, *dict.fromkeys(a for a in compiled.aliases.values() if a != ROWS)]
-    measured = dict(zip(names, row, strict=True))
+    measured = dict(zip(compiled.columns, row, strict=True))
     rows = int(measured[ROWS])
     results = []
     for rule in rules:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from trustmesh.catalog import Catalog
 from trustmesh.service import Workspace
@@ -105,6 +105,8 @@ class DatasetBase(CatalogRecord):
 class DatasetSummary(DatasetBase):
     rows: int | None
     published_at: str | None
+    quality_score: float | None = Field(description="The served version's quality score, 0 to 100 (none: not measured).")
+    stale: bool = Field(description="The served version is older than its freshness SLA allows.")
 
 
 class ColumnInfo(CatalogRecord):
@@ -122,6 +124,72 @@ class ColumnInfo(CatalogRecord):
     tags: list[Any]
 
 
+class QualitySummary(CatalogRecord):
+    """The outcome of one version's checks; empty for a version published before quality was measured."""
+
+    score: float | None = Field(None, description="Share of weighted checks passed, 0 to 100.")
+    checks: int | None = None
+    passed: int | None = None
+    failed_errors: int | None = None
+    failed_warnings: int | None = None
+    rows: int | None = None
+
+
+class Freshness(CatalogRecord):
+    sla: str | None = Field(description="The promise freshness is judged by, e.g. `frequency 1 d`; none: never stale.")
+    stale: bool
+    age_hours: float | None = Field(description="Hours since the served version was published.")
+    due_at: str | None = Field(None, description="When the next version is due (only with an SLA and a version).")
+
+
+class QualityCheck(CatalogRecord):
+    rule: str = Field(description="`<source>/[<column>/]<name>`, e.g. `contract/category/only-alpha`.")
+    name: str = Field(description="The rule's name, e.g. `only-alpha` or `record_id is required`.")
+    source: str = Field(description="`schema`, `contract`, or `benchmark:<trusted centre>` for a sector benchmark.")
+    column: str | None
+    metric: str
+    dimension: str | None
+    severity: str = Field(description="error (fails the build), warning or info.")
+    operator: str = Field(description="ODCS operator, e.g. `mustBe`, `mustBeBetween`.")
+    threshold: list[float]
+    unit: str = Field(description="rows or percent.")
+    expected: str = Field(description="Operator and threshold as people read them, e.g. `= 0`, `≤ 5%`.")
+    value: float | None = Field(description="What was measured (none: the check could not run).")
+    passed: bool
+    samples: list[dict[str, Any]] = Field(description="A few failing rows, keys and checked column only, "
+                                                      "personal data masked.")
+
+
+class DatasetQuality(CatalogRecord):
+    score: float | None
+    summary: QualitySummary
+    freshness: Freshness
+    checks: list[QualityCheck]
+
+
+class ScorePoint(CatalogRecord):
+    version: int
+    published_at: str
+    score: float | None
+
+
+class QuarantinedCandidate(CatalogRecord):
+    build_id: str
+    data_file: str
+    rows: int
+    reason: str
+    created_at: str
+    checks: list[QualityCheck]
+
+
+class QualityReport(DatasetQuality):
+    address: str
+    version: int | None
+    history: list[ScorePoint] = Field(description="The score of every published version, newest first.")
+    quarantine: list[QuarantinedCandidate] = Field(description="Candidates an error-severity check kept from "
+                                                               "publishing, newest first.")
+
+
 class Version(CatalogRecord):
     version: int
     published_at: str
@@ -131,6 +199,8 @@ class Version(CatalogRecord):
     contract_version: str
     columns: list[dict[str, Any]]
     inputs: dict[str, Any]
+    quality_score: float | None
+    quality: QualitySummary
 
 
 class DatasetDetail(DatasetBase):
@@ -143,6 +213,7 @@ class DatasetDetail(DatasetBase):
     columns: list[ColumnInfo]
     current_version: Version | None
     inputs: list[dict[str, Any]]
+    quality: DatasetQuality
     owners: dict[str, list[Person]]
 
 
@@ -167,6 +238,8 @@ class Product(CatalogRecord):
     built_at: str | None
     owners: dict[str, list[Person]]
     datasets: list[ProductDataset]
+    quality_score: float | None = Field(description="Mean quality score of the product's datasets.")
+    stale: bool = Field(description="Any of the product's datasets is stale.")
 
 
 class Hit(CatalogRecord):
@@ -181,6 +254,8 @@ class Hit(CatalogRecord):
     sensitivity: str
     has_pii: bool
     rank: float
+    quality_score: float | None = Field(None, description="Dataset hits only: the served version's quality score.")
+    stale: bool | None = Field(None, description="Dataset hits only: past its freshness SLA.")
 
 
 class SearchResult(CatalogRecord):
@@ -210,9 +285,12 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 router = APIRouter(prefix="/api/v1", tags=["catalog"], responses=ERRORS)
+# Every route answers with `response_model_exclude_unset`, so a response is what the catalog returns field for
+# field: what the catalog leaves out (a column hit's quality score, an unmeasured version's empty quality summary)
+# stays out instead of coming back as null.
 
 
-@router.get("/health", response_model=Health, tags=["platform"])
+@router.get("/health", response_model=Health, tags=["platform"], response_model_exclude_unset=True)
 def health(workspace: Annotated[Workspace, Depends(get_workspace)]) -> dict[str, Any]:
     """The server is up and its metastore answers."""
     domains = workspace.catalog.domains()
@@ -220,38 +298,46 @@ def health(workspace: Annotated[Workspace, Depends(get_workspace)]) -> dict[str,
             "domains": len(domains)}
 
 
-@router.get("/domains", response_model=list[Domain])
+@router.get("/domains", response_model=list[Domain], response_model_exclude_unset=True)
 def domains(catalog: CatalogDep) -> list[dict[str, Any]]:
     """Every domain with its kind, sector and number of products."""
     return catalog.domains()
 
 
-@router.get("/datasets", response_model=list[DatasetSummary])
+@router.get("/datasets", response_model=list[DatasetSummary], response_model_exclude_unset=True)
 def datasets(catalog: CatalogDep,
              domain: Annotated[str | None, Query(description="Only this domain.")] = None) -> list[dict[str, Any]]:
-    """Every published dataset (optionally of one domain), with its current version's rows."""
+    """Every published dataset (optionally of one domain), with its current version's rows, quality score
+    and staleness."""
     return catalog.datasets(domain or None)
 
 
-@router.get("/datasets/{address}", response_model=DatasetDetail)
+@router.get("/datasets/{address}", response_model=DatasetDetail, response_model_exclude_unset=True)
 def dataset(catalog: CatalogDep, address: DatasetAddress) -> dict[str, Any]:
-    """One dataset: contract, schema with classification, SLA, current version, inputs and owners."""
+    """One dataset: contract, schema with classification, SLA, current version, inputs, quality and owners."""
     return catalog.show(address)
 
 
-@router.get("/datasets/{address}/versions", response_model=list[Version])
+@router.get("/datasets/{address}/quality", response_model=QualityReport, response_model_exclude_unset=True)
+def quality(catalog: CatalogDep, address: DatasetAddress) -> dict[str, Any]:
+    """A dataset's quality: the served version's score and checks (failing rows masked), its freshness against
+    the SLA, the score of every version, and the candidates quarantined for failing an error-severity check."""
+    return catalog.quality(address)
+
+
+@router.get("/datasets/{address}/versions", response_model=list[Version], response_model_exclude_unset=True)
 def versions(catalog: CatalogDep, address: DatasetAddress) -> list[dict[str, Any]]:
-    """Every published version of a dataset, newest first."""
+    """Every published version of a dataset, newest first, each with its quality score and summary."""
     return catalog.versions(address)
 
 
-@router.get("/products/{address}", response_model=Product)
+@router.get("/products/{address}", response_model=Product, response_model_exclude_unset=True)
 def product(catalog: CatalogDep, address: ProductAddress) -> dict[str, Any]:
     """One data product: description, owners, inputs, and each dataset with its versions."""
     return catalog.product(address)
 
 
-@router.get("/search", response_model=SearchResult)
+@router.get("/search", response_model=SearchResult, response_model_exclude_unset=True)
 def search(catalog: CatalogDep, query: SearchDep) -> dict[str, Any]:
     """Ranked dataset and column hits, and facet counts over the matching datasets."""
     return query.run(catalog)

@@ -60,9 +60,79 @@ def label(value: str) -> str:
     return value.replace("-", " ").replace("_", " ").capitalize()
 
 
+# --- quality ------------------------------------------------------------------------------------------------------
+
+# score bands, best first: (lowest score of the band, its name)
+QUALITY_BANDS = [(95.0, "good"), (80.0, "fair")]
+COUNTED = ("nullValues", "missingValues", "invalidValues", "duplicateValues", "rowCount")  # measured in rows
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
+
+
+def quality_band(score: float | None) -> str:
+    """good (≥ 95), fair (≥ 80) or poor; `none` when nothing was measured."""
+    if score is None:
+        return "none"
+    return next((band for floor, band in QUALITY_BANDS if score >= floor), "poor")
+
+
+def plain(value: float | None) -> str:
+    """A number as people write it: 3, not 3.0; 33.33, not 33.333333."""
+    if value is None:
+        return "—"
+    rounded = round(float(value), 2)
+    return str(int(rounded)) if rounded.is_integer() else f"{rounded:g}"
+
+
+def source_label(source: str) -> str:
+    """`benchmark:transport-tc` → `sector benchmark (transport-tc)`; `schema` and `contract` stay as they are."""
+    kind, _, owner = source.partition(":")
+    return f"sector benchmark ({owner})" if kind == "benchmark" and owner else source
+
+
+def _in_rows(check: dict[str, Any]) -> bool:
+    return check.get("unit") != "percent" and check["metric"] in COUNTED
+
+
+def expected(check: dict[str, Any]) -> str:
+    """The catalog's `= 0`, `≤ 5%`, `between 1 and 10`, with the unit when it counts rows: `= 0 rows`."""
+    return f"{check['expected']} rows" if _in_rows(check) else str(check["expected"])
+
+
+def measured(check: dict[str, Any]) -> str:
+    value = check.get("value")
+    if value is None:
+        return "not measured"
+    if _in_rows(check):
+        return f"{plain(value)} row{'' if value == 1 else 's'}"
+    return f"{plain(value)}%" if check.get("unit") == "percent" else plain(value)
+
+
+def checks_view(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Failures first (errors, then warnings, then info), then passes; each with what the table shows."""
+    ordered = sorted(checks, key=lambda c: (bool(c["passed"]), SEVERITY_ORDER.get(c["severity"], 3)))
+    return [{**c, "source_label": source_label(c["source"]), "expected_text": expected(c), "measured": measured(c),
+             "sample_columns": list(dict.fromkeys(k for row in c.get("samples") or [] for k in row))}
+            for c in ordered]
+
+
+def age(hours: float | None) -> str:
+    """`0.01` → `under a minute`; `5.5` → `5.5 hours`; `50` → `2.1 days`."""
+    if hours is None:
+        return "—"
+    minutes = hours * 60
+    if minutes < 1:
+        return "under a minute"
+    if hours < 1:
+        return f"{round(minutes)} minute{'' if round(minutes) == 1 else 's'}"
+    if hours < 48:
+        return f"{plain(round(hours, 1))} hour{'' if round(hours, 1) == 1 else 's'}"
+    return f"{plain(round(hours / 24, 1))} days"
+
+
 env = Environment(loader=PackageLoader("trustmesh.web", "templates"), autoescape=True, undefined=StrictUndefined,
                   trim_blocks=True, lstrip_blocks=True)
-env.filters.update(when=when, number=number, label=label)
+env.filters.update(when=when, number=number, label=label, quality_band=quality_band, plain=plain, age=age,
+                   checks=checks_view, source_label=source_label)
 env.globals.update(product_url=product_url, dataset_url=dataset_url, column_url=column_url)
 templates = Jinja2Templates(env=env)
 router = APIRouter(include_in_schema=False)
@@ -138,7 +208,8 @@ def result_view(data: dict[str, Any]) -> list[dict[str, Any]]:
                 "classification": info.get("classification", hit["classification"]),
                 "sensitivity": info.get("sensitivity", hit["sensitivity"]),
                 "has_pii": info.get("has_pii", hit["has_pii"]), "description": info.get("description", ""),
-                "rows": info.get("rows"), "columns": []}
+                "rows": info.get("rows"), "quality_score": info.get("quality_score", hit.get("quality_score")),
+                "stale": info.get("stale", hit.get("stale", False)), "columns": []}
         if hit["kind"] == "column":
             entry["columns"].append(hit["address"].rsplit(".", 1)[1])
     return list(results.values())
@@ -181,7 +252,9 @@ def product_page(request: Request, catalog: CatalogDep, address: str) -> Respons
     product = catalog.product(address)
     if as_json:
         return JSONResponse(product)
-    context = {"title": f"{product['name']} — {product['domain']}", "product": product,
+    # Quarantined candidates are not part of the product record (nor of its JSON twin): only the page lists them.
+    quarantine = {ds["address"]: catalog.quality(ds["address"])["quarantine"] for ds in product["datasets"]}
+    context = {"title": f"{product['name']} — {product['domain']}", "product": product, "quarantine": quarantine,
                "json_url": f"{product_url(product['address'])}.json"}
     return templates.TemplateResponse(request, "product.html", context)
 
