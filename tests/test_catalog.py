@@ -155,3 +155,30 @@ def test_losing_the_metastore_is_a_clear_error(make_mesh: Any, postgres_url: str
         with admin.connect() as conn:
             conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
         admin.dispose()
+
+
+def test_upgrade_from_the_first_schema_keeps_the_data(metastore_url: str) -> None:
+    from sqlalchemy import text
+
+    from trustmesh.metastore import HEAD_REVISION, Metastore
+
+    store = Metastore.open(metastore_url, migrate=False)
+    store.upgrade("0001")
+    assert store.revision() == "0001"
+    with store.engine.begin() as conn:
+        conn.execute(text("INSERT INTO tm_products (address, domain, name, kind, tier, status, version, description, "
+                          "tags, team, inputs, descriptor) VALUES ('a.p', 'a', 'p', 'source-aligned', 'gold', 'active', "
+                          "'1', '{}', '[]', '[]', '[]', '{}')"))
+        conn.execute(text("INSERT INTO tm_datasets (address, product, domain, name, description, contract, "
+                          "contract_version, sensitivity, has_pii, iceberg_table, current_version) VALUES "
+                          "('a.p.d', 'a.p', 'a', 'd', '', '{}', '1.0.0', 'non-sensitive', false, 'a.p.d', 1)"))
+        conn.execute(text("INSERT INTO tm_dataset_versions (dataset, version, snapshot_id, build_id, row_count, "
+                          "published_at, contract_version, columns, data_files, inputs) VALUES "
+                          "('a.p.d', 1, 42, 'b1', 7, '2026-01-01 00:00:00', '1.0.0', '[]', '[]', '{}')"))
+    store.upgrade()
+    assert store.revision() == HEAD_REVISION
+    with store.engine.connect() as conn:
+        row = conn.execute(text("SELECT row_count, quality_score, quality FROM tm_dataset_versions")).one()
+        assert row[0] == 7 and row[1] is None
+        assert conn.execute(text("SELECT count(*) FROM tm_quality_results")).scalar() == 0
+    store.dispose()
