@@ -28,6 +28,7 @@ test: venv
 
 bench: venv
 	$(BIN)/python bench/build.py
+	$(BIN)/python bench/quality.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
