@@ -124,3 +124,21 @@ def test_invalid_mesh_builds_nothing(make_mesh: Any, files: dict[str, Any]) -> N
         ws.build()
     assert "sold_on" in str(info.value)
     assert ws.catalog.datasets() == []
+
+
+def test_breaking_contract_change_needs_a_major_version(make_mesh: Any, files: dict[str, Any]) -> None:
+    ws = make_mesh(files)
+    assert ws.build().ok
+    contract = files[f"{SHOP}/contracts/cheap_items.odcs.yaml"]
+    contract["schema"][0]["properties"] = contract["schema"][0]["properties"][:1]  # drop `name`
+    write_files(ws.root, {f"{SHOP}/contracts/cheap_items.odcs.yaml": contract,
+                          f"{SHOP}/sql/cheap_items.sql": "SELECT item_id FROM raw_items WHERE price < 1.8\n"})
+    problems = [p for p in ws.validate() if "without a major version bump" in p.message]
+    assert problems and "name" in problems[0].message and "2.0.0" in problems[0].fix
+    with pytest.raises(InvalidMesh, match="without a major version bump"):
+        ws.build()
+    assert [v["version"] for v in ws.catalog.versions("alpha.shop-dp.cheap_items")] == [1]
+    contract["version"] = "2.0.0"
+    write_files(ws.root, {f"{SHOP}/contracts/cheap_items.odcs.yaml": contract})
+    assert ws.build().ok
+    assert ws.catalog.show("alpha.shop-dp.cheap_items")["contract_version"] == "2.0.0"

@@ -101,7 +101,17 @@ class Workspace:
         mesh, problems = load_mesh(self.root, strict=False)
         if any(p.severity == "error" for p in problems):
             return problems
-        return problems + check_mesh(mesh, self.engine)
+        problems += check_mesh(mesh, self.engine)
+        if self._has_metastore():  # compare with what is published, without creating a metastore to do it
+            from trustmesh.build.compat import breaking_change_problems
+
+            with self.store.session() as meta:
+                problems += breaking_change_problems(meta, mesh, sorted(mesh.products))
+        return problems
+
+    def _has_metastore(self) -> bool:
+        parsed = make_url(self.metastore_url)
+        return parsed.get_backend_name() != "sqlite" or bool(parsed.database and Path(parsed.database).exists())
 
     def build(self, selector: str | None = None, *, full: bool = False, progress: Progress | None = None) -> BuildResult:
         mesh = self.mesh

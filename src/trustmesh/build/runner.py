@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from trustmesh.build.compat import breaking_change_problems
 from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
 from trustmesh.build.ingest import land_database, land_file, landing_fix
 from trustmesh.build.publish import (
@@ -106,7 +107,8 @@ def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
         with ctx.store.session() as meta:
             changed = [a for a in order if full or not is_current(
                 meta, ctx.mesh.products[a], fingerprint(ctx.mesh, meta, ctx.mesh.products[a], ctx.engine.name))]
-        problems = check_mesh(ctx.mesh, ctx.engine, changed, session=session)
+            problems = breaking_change_problems(meta, ctx.mesh, changed)
+        problems += check_mesh(ctx.mesh, ctx.engine, changed, session=session)
         if any(p.severity == "error" for p in problems):
             raise InvalidMesh(problems, "nothing was built: the mesh is not valid")
         return _run(ctx, session, order, selector, full, progress)

@@ -4,45 +4,26 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.markup import escape
 
+from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
+from trustmesh.cli.contract import contract_app
 from trustmesh.cli.render import BuildProgress, console, error_console, print_json, print_problems, table
-from trustmesh.errors import InvalidMesh, TrustmeshError, UsageError
+from trustmesh.errors import InvalidMesh, UsageError
 from trustmesh.service import MESH_ENV, Workspace
 
-
-class _Group(typer.core.TyperGroup):
-    """The root command: trustmesh's own errors become one message and exit 1 (2 for bad usage)."""
-
-    def invoke(self, ctx: Any) -> Any:
-        try:
-            return super().invoke(ctx)
-        except TrustmeshError as exc:
-            error_console.print(f"[bold red]error:[/] {escape(str(exc))}", soft_wrap=True)
-            ctx.exit(exc.exit_code)
-
-
-app = typer.Typer(
-    name="trustmesh",
-    cls=_Group,
-    help="Publish, discover, request and query governed data products — a data mesh on your laptop.\n\n"
+app = typer_app(
+    "Publish, discover, request and query governed data products — a data mesh on your laptop.\n\n"
     "Start with `trustmesh demo` for a built example mesh, or `trustmesh init my-mesh`.",
-    no_args_is_help=True,
-    rich_markup_mode="markdown",
-    context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
+    name="trustmesh",
 )
-new_app = typer.Typer(help="Scaffold a domain or a product that validates and builds as written.", no_args_is_help=True)
-catalog_app = typer.Typer(help="Browse the catalog: datasets, their schema, owners and versions.", no_args_is_help=True)
+new_app = typer_app("Scaffold a domain or a product that validates and builds as written.")
+catalog_app = typer_app("Browse the catalog: datasets, their schema, owners and versions.")
 app.add_typer(new_app, name="new")
 app.add_typer(catalog_app, name="catalog")
-
-MeshOpt = Annotated[Path | None, typer.Option("--mesh", help=f"The mesh folder (default: ${MESH_ENV}, or the current folder).",
-                                              show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+app.add_typer(contract_app, name="contract")
 
 
 def _workspace(mesh: Path | None) -> Workspace:
