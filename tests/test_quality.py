@@ -291,3 +291,25 @@ def test_demo_quality_rules_are_real(tmp_path: Path) -> None:
     assert all(o.contract and o.contract.sla for o in ws.mesh.datasets.values())
 
 
+
+
+def _thresholds(operator: str, value: float) -> tuple[Any, Any]:
+    """A threshold each operator passes with `value`, and one it fails with."""
+    return {
+        "mustBe": (value, value + 1), "mustNotBe": (value + 1, value),
+        "mustBeGreaterThan": (value - 1, value), "mustBeGreaterOrEqualTo": (value, value + 1),
+        "mustBeLessThan": (value + 1, value), "mustBeLessOrEqualTo": (value, value - 1),
+        "mustBeBetween": ([value - 1, value + 1], [value + 1, value + 2]),
+        "mustNotBeBetween": ([value + 1, value + 2], [value - 1, value + 1]),
+    }[operator]
+
+
+@pytest.mark.parametrize("operator", [op for op, _, _ in OPERATOR_CASES][::2])
+@pytest.mark.parametrize("case", range(len(METRIC_CASES)))
+def test_every_metric_with_every_operator(session: Any, case: int, operator: str) -> None:
+    raw, column, expected = METRIC_CASES[case]
+    base = {k: v for k, v in raw.items() if not k.startswith("must")}
+    passing, failing = _thresholds(operator, expected)
+    assert check(session, {**base, operator: passing}, column).passed
+    result = check(session, {**base, operator: failing}, column)
+    assert not result.passed and result.value == expected
