@@ -142,3 +142,12 @@ def test_breaking_contract_change_needs_a_major_version(make_mesh: Any, files: d
     write_files(ws.root, {f"{SHOP}/contracts/cheap_items.odcs.yaml": contract})
     assert ws.build().ok
     assert ws.catalog.show("alpha.shop-dp.cheap_items")["contract_version"] == "2.0.0"
+
+
+def test_a_failed_product_leaves_no_unpublished_candidates(make_mesh: Any, files: dict[str, Any]) -> None:
+    ws = make_mesh(files)
+    assert ws.build().ok
+    published = set((ws.root / ".trustmesh" / "warehouse" / "data").rglob("*.parquet"))
+    write_files(ws.root, {f"{SHOP}/sql/cheap_items.sql": "SELECT 1 AS item_id, name FROM raw_items\n"})
+    assert not ws.build().ok
+    assert set((ws.root / ".trustmesh" / "warehouse" / "data").rglob("*.parquet")) == published

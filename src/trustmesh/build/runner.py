@@ -193,6 +193,8 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
         candidates = [_transform(ctx, session, product, output, build_id, progress, origins)
                       for output in product.outputs]
     except BuildFailed as exc:
+        for output in product.outputs:  # candidates of datasets that passed are never published now
+            data_file_path(ctx.warehouse, output.address, build_id).unlink(missing_ok=True)
         return outcome("failed", message=str(exc).split("\n")[0].removeprefix(f"{product.address}: "),
                        problems=exc.problems)
     finally:
