@@ -171,9 +171,10 @@ def catalog_list(
     if json:
         print_json(items)
         return
-    console.print(table(None, ["address", "kind", "classification", "pii", "version", "rows"],
-                        [[d["address"], d["product_kind"], d["classification"], "yes" if d["has_pii"] else "",
-                          d["version"], f"{d['rows']:,}" if d["rows"] is not None else ""] for d in items]))
+    console.print(table(None, ["address", "version", "rows", "quality", "fresh", "classification", "pii"],
+                        [[d["address"], d["version"], f"{d['rows']:,}" if d["rows"] is not None else "",
+                          d["quality_score"], "STALE" if d["stale"] else "yes", d["classification"],
+                          "yes" if d["has_pii"] else ""] for d in items]))
 
 
 @catalog_app.command("show")
@@ -202,6 +203,11 @@ def catalog_show(
                           c["description"]] for c in info["columns"]]))
     v = info["current_version"]
     console.print(f"version {v['version']}: {v['rows']:,} rows, published {v['published_at']}" if v else "not yet published")
+    quality, fresh = info["quality"], info["quality"]["freshness"]
+    console.print(f"quality score {quality['score'] if quality['score'] is not None else '—'}"
+                  f" ({quality['summary'].get('passed', 0)}/{quality['summary'].get('checks', 0)} checks passed); "
+                  + (f"freshness {fresh['sla']}: {'[red]STALE[/]' if fresh['stale'] else 'fresh'}" if fresh["sla"]
+                     else "no freshness SLA") + f" — details: trustmesh quality {info['address']}")
 
 
 @catalog_app.command("versions")

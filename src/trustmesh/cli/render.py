@@ -32,9 +32,10 @@ def print_problems(problems: list[Problem]) -> None:
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> Table:
     t = Table(title=title, title_justify="left", header_style="bold")
+    widest = max((len(str(r[0])) for r in rows if r), default=0)
     for i, c in enumerate(columns):
-        # Names and addresses are never cut: they are what the user copies into the next command.
-        t.add_column(c, no_wrap=i == 0, overflow="fold")
+        # Names and addresses stay whole where the terminal has room: they are what the next command takes.
+        t.add_column(c, no_wrap=i == 0 and widest <= console.width * 0.45, overflow="fold")
     for r in rows:
         t.add_row(*["" if v is None else escape(str(v)) for v in r])
     return t
