@@ -12,11 +12,15 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from trustmesh.descriptors import Mesh, Product
+from trustmesh.lineage.model import DatasetLineage
+from trustmesh.lineage.privacy import Finding
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import table_identifier
 from trustmesh.metastore.registry import register_product
 from trustmesh.metastore.schema import (
     DatasetRow,
+    FindingRow,
+    LineageEdgeRow,
     ProductBuildRow,
     QualityResultRow,
     QuarantineRow,
@@ -43,6 +47,7 @@ class Candidate:
     rows: int
     columns: list[dict[str, str]]
     report: QualityReport | None = None
+    lineage: DatasetLineage | None = None
     snapshot_id: int | None = None
 
 
@@ -53,6 +58,7 @@ class Publication:
     fingerprint: str
     inputs: dict[str, Any]
     candidates: list[Candidate] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
 
 
 def commit_snapshots(catalog: Any, candidates: list[Candidate]) -> None:
@@ -106,6 +112,13 @@ def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_
             ))
             if report:
                 record_results(session, candidate.address, pub.build_id, number, report)
+            if candidate.lineage is not None:
+                record_lineage(session, pub.product, candidate.lineage, number)
+            for finding in pub.findings:
+                if finding.dataset == candidate.address:
+                    session.add(FindingRow(dataset=finding.dataset, kind=finding.kind, severity=finding.severity,
+                                           column=finding.column, message=finding.message, build_id=pub.build_id,
+                                           version=number, created_at=now))
             dataset = session.get(DatasetRow, candidate.address)
             assert dataset is not None
             dataset.current_version = number
@@ -117,6 +130,21 @@ def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_
         session.flush()
         fault_point("publish.before-commit")
     return versions
+
+
+def source_name(product: Product, reference: str) -> str:
+    """How lineage names an input: a dataset by its address, an external source as `source:<product>.<port>`."""
+    return reference if reference.count(".") >= 2 else f"source:{product.address}.{reference}"
+
+
+def record_lineage(session: Session, product: Product, lineage: DatasetLineage, version: int) -> None:
+    """The version's column-level edges, one row per source column and transformation."""
+    for column in lineage.columns.values():
+        for ref, transformations in column.inputs.items():
+            for t in transformations:
+                session.add(LineageEdgeRow(dataset=lineage.address, version=version, column=column.column,
+                                           source_dataset=source_name(product, ref.dataset), source_column=ref.column,
+                                           type=t.type, subtype=t.subtype, masking=t.masking))
 
 
 def record_results(session: Session, address: str, build_id: str, version: int | None, report: QualityReport) -> None:

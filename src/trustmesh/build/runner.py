@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import sqlglot
+
 from trustmesh.build.compat import breaking_change_problems
 from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
 from trustmesh.build.ingest import land_database, land_file, landing_fix
@@ -25,6 +27,8 @@ from trustmesh.descriptors import Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import parse_product_sql
 from trustmesh.engines import Engine, EngineSession, QueryFailed
 from trustmesh.errors import BuildFailed, InvalidMesh, Problem
+from trustmesh.lineage.extract import extract_lineage
+from trustmesh.lineage.privacy import lineage_findings
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import snapshot_files
 from trustmesh.metastore.registry import register_domains
@@ -201,10 +205,12 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
         for output in product.outputs:
             session.drop_view(f"cand__{output.name}")
 
+    findings = lineage_findings(ctx.mesh, product, [c.lineage for c in candidates if c.lineage is not None])
+
     def publish() -> ProductResult:
         progress.step(product.address, "publish")
         commit_snapshots(ctx.catalog(), candidates)
-        pub = Publication(product, build_id, fp.value, fp.inputs, candidates)
+        pub = Publication(product, build_id, fp.value, fp.inputs, candidates, findings)
         versions = record_publication(ctx.store, ctx.mesh, pub, time.perf_counter() - started)
         return ProductResult(product.address, "published", rows=sum(c.rows for c in candidates),
                              duration_s=time.perf_counter() - started, versions=versions)
@@ -296,8 +302,14 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
                                 f" {quarantined}); fix the data or the SQL") for r in failed]
         raise BuildFailed(product.address, f"{output.name} failed {len(failed)} error-level quality check(s); "
                           "the candidate is quarantined and the previous version stays served", problems)
+    lineage = extract_lineage(output.address, sqlglot.parse_one(bound, read=ctx.engine.capabilities.dialect),
+                              {view_name(ref): {c.name: c.type for c in session.describe(f"SELECT * FROM {q(view_name(ref))}")}
+                               for ref in ports},
+                              {view_name(ref): (port.source.address or port.name) if port.source.type == "product"
+                               else port.name
+                               for ref, port in ports.items()})
     return Candidate(output.address, str(path), report.rows, [{"name": c.name, "type": c.type} for c in published],
-                     report=report)
+                     report=report, lineage=lineage)
 
 
 def _query_failure(product: Product, output: OutputDataset, exc: QueryFailed, origins: dict[str, str]) -> BuildFailed:

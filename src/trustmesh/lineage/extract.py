@@ -195,6 +195,8 @@ def _indirect_role(column: exp.Column, root: exp.Expr) -> str | None:
             return "CONDITIONAL"
         if isinstance(parent, exp.Case) and child is parent.this:
             return "CONDITIONAL"
+        if isinstance(parent, exp.Filter) and child is parent.expression:  # count(*) FILTER (WHERE ...)
+            return "FILTER"
         child = parent
     return None
 

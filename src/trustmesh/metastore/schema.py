@@ -230,3 +230,33 @@ class QuarantineRow(Base):
     rows: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column()
+
+
+class LineageEdgeRow(Base):
+    """One column-level edge of a published version's lineage: source column → output column, and how."""
+
+    __tablename__ = "tm_lineage_edges"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(String(400))
+    version: Mapped[int] = mapped_column(Integer)
+    column: Mapped[str] = mapped_column(String(200))
+    source_dataset: Mapped[str] = mapped_column(String(600))
+    source_column: Mapped[str] = mapped_column(String(200))
+    type: Mapped[str] = mapped_column(String(20))
+    subtype: Mapped[str] = mapped_column(String(40))
+    masking: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class FindingRow(Base):
+    """A lineage or privacy finding on a dataset, from the build that found it; governance acts on these."""
+
+    __tablename__ = "tm_findings"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dataset: Mapped[str] = mapped_column(String(400), index=True)
+    kind: Mapped[str] = mapped_column(String(60))
+    severity: Mapped[str] = mapped_column(String(20))
+    column: Mapped[str | None] = mapped_column(String(200))
+    message: Mapped[str] = mapped_column(Text)
+    build_id: Mapped[str] = mapped_column(String(64))
+    version: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column()

@@ -1,0 +1,1 @@
+"""Lineage: column-level edges from product SQL, privacy along them, and OpenLineage events."""
