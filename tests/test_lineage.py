@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlglot
@@ -84,3 +85,90 @@ def test_unresolvable_sql_is_reported_never_a_silent_gap(sql: str, words: str) -
     result = lineage_of(sql)
     assert result["complete"] is False
     assert any(words.lower() in u.lower() for u in result["unresolved"]), result["unresolved"]  # type: ignore[attr-defined]
+
+
+def test_lineage_accounts_for_every_column_the_engine_returns() -> None:
+    tree = sqlglot.parse_one("SELECT COLUMNS('flight_id|carrier') FROM in__flights", read="duckdb")
+    result = extract_lineage("d.p.out", tree, SCHEMA, REFERENCES, expected=["flight_id", "carrier"])
+    assert not result.complete and "flight_id" in result.unresolved[0]
+
+
+SHOP = "domains/alpha/products/shop-dp"
+
+
+def test_demo_lineage_crosses_three_domains_and_names_who_a_change_hurts(tmp_path: Path) -> None:
+    from trustmesh.demo import write_demo
+    from trustmesh.service import Workspace
+
+    write_demo(tmp_path / "demo")
+    ws = Workspace.open(tmp_path / "demo")
+    assert ws.build("+transport-tc.delay-weather-dp").ok
+    up = ws.catalog.lineage("transport-tc.delay-weather-dp.delay_by_weather_route")
+    assert {"bts.flights-dp.flights", "noaa.weather-dp.weather", "faa.airports-dp.airports"} <= set(up["datasets"])
+    edges = {(e["source_dataset"], e["source_column"], e["column"], e["type"]) for e in up["edges"]}
+    assert ("noaa.weather-dp.weather", "condition", "weather_condition", "DIRECT") in edges
+    assert ("faa.airports-dp.airports", "name", "origin_name", "DIRECT") in edges
+    assert any(e[0] == "source:bts.flights-dp.raw_flights" for e in edges)  # through bronze to the source
+    hurt = ws.catalog.impact("bts.flights-dp.flights.dep_delay", change="drop")
+    assert "transport-tc.delay-weather-dp" in hurt["products"] and hurt["domains"] == ["transport-tc"]
+    assert hurt["datasets"][0]["owners"]["data-domain-steward"] == ["Ravi Chandran"]
+    assert all(c["effect"].startswith("breaks") for d in hurt["datasets"] for c in d["columns"])
+    from trustmesh.catalog.lineage import render
+
+    assert render(up["edges"], "mermaid").startswith("graph LR")
+    assert render(up["edges"], "dot").startswith("digraph lineage")
+    from trustmesh.errors import NotFound
+
+    with pytest.raises(NotFound):
+        ws.catalog.lineage("bts.flights-dp.nope")
+    with pytest.raises(NotFound, match="no column"):
+        ws.catalog.impact("bts.flights-dp.flights.nope")
+    ws.close()
+
+
+def test_columns_derived_from_nric_are_personal_data(tmp_path: Path) -> None:
+    from trustmesh.demo import write_demo
+    from trustmesh.lineage.privacy import derived_pii, known_pii
+    from trustmesh.service import Workspace
+
+    write_demo(tmp_path / "demo")
+    ws = Workspace.open(tmp_path / "demo")
+    assert ws.build("health").ok and ws.build("commuter").ok
+    for product, dataset in (("health.activity-dp", "daily_activity"), ("commuter.trips-dp", "commuters")):
+        lineages = []
+        for output in ws.mesh.products[product].outputs:
+            edges = ws.catalog.lineage(output.address)["edges"]
+            from trustmesh.lineage.model import ColumnLineage, ColumnRef, DatasetLineage, Transformation
+
+            lin = DatasetLineage(output.address)
+            for e in edges:
+                if e["depth"] == 1:
+                    ref = ColumnRef(e["source_dataset"].rsplit(".", 1)[-1], e["source_column"])
+                    lin.columns.setdefault(e["column"], ColumnLineage(e["column"])).add(
+                        ref, Transformation(e["type"], e["subtype"], e["masking"]))
+            lineages.append(lin)
+        pii = known_pii(ws.mesh, ws.mesh.products[product], lineages)
+        derived = derived_pii(next(lin for lin in lineages if lin.address.endswith(dataset)), pii)
+        assert derived["nric"][0] == "nric", derived
+    assert ws.catalog.findings() == []  # the demo declares all its personal data
+    ws.close()
+
+
+def test_undeclared_derived_pii_and_missing_lineage_are_findings(make_mesh: Any) -> None:
+    from meshfactory import base_files, column, contract_yaml, product_input, product_yaml
+
+    files = base_files()
+    files[f"{SHOP}/contracts/items.odcs.yaml"]["schema"][0]["properties"][1]["customProperties"] = [
+        {"property": "piiType", "value": "name"}]
+    files["domains/beta/products/names-dp/product.yaml"] = product_yaml(
+        "beta", "names-dp", ["shoppers"], [product_input("alpha.shop-dp.items")], kind="consumer-aligned")
+    files["domains/beta/products/names-dp/sql/shoppers.sql"] = 'SELECT upper(name) AS shopper FROM alpha."shop-dp".items\n'
+    files["domains/beta/products/names-dp/contracts/shoppers.odcs.yaml"] = contract_yaml(
+        "beta", "names-dp", "shoppers", [column("shopper", "string")])
+    files[f"{SHOP}/sql/cheap_items.sql"] = "SELECT COLUMNS('item_id|name') FROM raw_items WHERE price < 1.8\n"
+    ws = make_mesh(files)
+    assert ws.build().ok
+    found = {(f["dataset"], f["kind"], f["column"]) for f in ws.catalog.findings()}
+    assert ("beta.names-dp.shoppers", "undeclared-pii", "shopper") in found
+    assert ("alpha.shop-dp.cheap_items", "no-lineage", None) in found
+    assert ("alpha.shop-dp.items", "undeclared-pii", "name") not in found

@@ -307,7 +307,8 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
                                for ref in ports},
                               {view_name(ref): (port.source.address or port.name) if port.source.type == "product"
                                else port.name
-                               for ref, port in ports.items()})
+                               for ref, port in ports.items()},
+                              expected=[c.name for c in published])
     return Candidate(output.address, str(path), report.rows, [{"name": c.name, "type": c.type} for c in published],
                      report=report, lineage=lineage)
 

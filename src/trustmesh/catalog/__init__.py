@@ -17,6 +17,7 @@ from trustmesh.metastore.schema import (
     ColumnRow,
     DatasetRow,
     DomainRow,
+    FindingRow,
     PersonRow,
     ProductRow,
     QualityResultRow,
@@ -221,6 +222,42 @@ class Catalog:
                                   for g in datasets for h in g if h.kind == "dataset")) for f in FACETS}
         return {"query": text, "filters": filters, "hits": hits[:limit], "total": len(hits),
                 "datasets": len(groups), "facets": facets}
+
+    def lineage(self, target: str, *, direction: str = "up", depth: int | None = None) -> dict[str, Any]:
+        """Column-level lineage of a dataset or column of the served versions, upstream or downstream."""
+        from trustmesh.catalog.lineage import split_target, walk
+
+        if direction not in ("up", "down"):
+            raise UsageError(f"direction {direction!r} — fix: up or down")
+        with self.store.session() as s:
+            dataset, column = split_target(s, target)
+            edges = walk(s, dataset, column, direction, depth)
+        return {"target": target, "dataset": dataset, "column": column, "direction": direction, "depth": depth,
+                "edges": edges, "datasets": sorted({e["source_dataset" if direction == "up" else "dataset"]
+                                                   for e in edges})}
+
+    def impact(self, target: str, *, change: str = "drop") -> dict[str, Any]:
+        """Who a change to one column would hurt: downstream datasets and columns, products, domains, people."""
+        from trustmesh.catalog.lineage import impact, split_target
+
+        if change not in ("drop", "rename", "retype"):
+            raise UsageError(f"change {change!r} — fix: drop, rename or retype")
+        with self.store.session() as s:
+            dataset, column = split_target(s, target)
+            if column is None:
+                raise UsageError(f"{target!r} names a dataset — fix: name a column, <domain>.<product>.<dataset>.<column>")
+            return impact(s, dataset, column, change)
+
+    def findings(self, address: str | None = None) -> list[dict[str, Any]]:
+        """Lineage and privacy findings of the served versions."""
+        with self.store.session() as s:
+            query = select(FindingRow, DatasetRow).join(DatasetRow, (DatasetRow.address == FindingRow.dataset)
+                                                        & (DatasetRow.current_version == FindingRow.version))
+            if address:
+                query = query.where(FindingRow.dataset == normalise_address(address))
+            return [{"dataset": f.dataset, "kind": f.kind, "severity": f.severity, "column": f.column,
+                     "message": f.message, "build_id": f.build_id, "version": f.version}
+                    for f, _ in s.execute(query.order_by(FindingRow.dataset, FindingRow.id)).all()]
 
     def _standing(self, addresses: list[str]) -> dict[str, dict[str, Any]]:
         """Quality score and staleness of the served version of each dataset, in one query."""

@@ -306,6 +306,64 @@ def _number(value: object) -> str:
 
 
 @app.command()
+def lineage(
+    target: Annotated[str, typer.Argument(help="A dataset address, or ADDRESS.COLUMN.")],
+    down: Annotated[bool, typer.Option("--down", help="Follow what is derived from it (default: where it comes from).")] = False,
+    up: Annotated[bool, typer.Option("--up", help="Follow where it comes from (the default).")] = False,
+    depth: Annotated[int | None, typer.Option(help="At most this many steps (default: all).", min=1)] = None,
+    format: Annotated[str, typer.Option("--format", help="text, json, dot (Graphviz) or mermaid.")] = "text",
+    mesh: MeshOpt = None,
+) -> None:
+    """Column-level lineage across products and domains, from the served versions.
+
+    Each edge says how a column is used: DIRECT (identity, transformation, aggregation) or INDIRECT
+    (join, filter, group by, sort, window, conditional), and whether it was masked.
+
+    Examples: `trustmesh lineage transport-tc.delay-weather-dp.delay_by_weather_route`,
+    `trustmesh lineage bts.flights-dp.flights.dep_delay --down --format mermaid`
+    """
+    from trustmesh.catalog.lineage import render
+
+    if up and down:
+        raise UsageError("--up and --down together — fix: pick one direction")
+    if format not in ("text", "json", "dot", "mermaid"):
+        raise UsageError(f"--format {format!r} — fix: text, json, dot or mermaid")
+    result = _workspace(mesh).catalog.lineage(target, direction="down" if down else "up", depth=depth)
+    if format == "json":
+        print_json(result)
+    elif not result["edges"]:
+        console.print(f"no lineage {'downstream' if down else 'upstream'} of {target}", markup=False)
+    else:
+        console.print(render(result["edges"], format), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def impact(
+    target: Annotated[str, typer.Argument(help="ADDRESS.COLUMN, e.g. bts.flights-dp.flights.dep_delay.")],
+    change: Annotated[str, typer.Option(help="The change you plan: drop, rename or retype.")] = "drop",
+    mesh: MeshOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Who a change to a column would hurt: every downstream dataset and column, their products, domains and owners.
+
+    Example: `trustmesh impact bts.flights-dp.flights.dep_delay --change retype`
+    """
+    result = _workspace(mesh).catalog.impact(target, change=change)
+    if json:
+        print_json(result)
+        return
+    if not result["datasets"]:
+        console.print(f"nothing downstream reads {target}", markup=False)
+        return
+    console.print(f"{change} {result['source']} affects {len(result['datasets'])} dataset(s) in "
+                  f"{', '.join(result['products'])} ({', '.join(result['domains'])})", markup=False)
+    rows = [[d["dataset"] + "." + c["column"], ", ".join(c["via"]), c["effect"],
+             "; ".join(f"{r}: {', '.join(n)}" for r, n in d["owners"].items() if n)]
+            for d in result["datasets"] for c in d["columns"]]
+    console.print(table(None, ["column", "via", "effect", "owners"], rows))
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,

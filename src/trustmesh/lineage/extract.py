@@ -20,8 +20,9 @@ Edges = dict[ColumnRef, set[Transformation]]
 
 
 def extract_lineage(address: str, tree: exp.Expr, schema: dict[str, dict[str, str]],
-                    references: dict[str, str]) -> DatasetLineage:
-    """Lineage of one dataset. `schema`: engine view → {column: type}; `references`: view → input reference."""
+                    references: dict[str, str], expected: list[str] | None = None) -> DatasetLineage:
+    """Lineage of one dataset. `schema`: engine view → {column: type}; `references`: view → input reference;
+    `expected`: the columns the engine says the query returns (what lineage must account for, no less)."""
     result = DatasetLineage(address)
     try:
         qualified = qualify(tree.copy(), schema=cast(dict[str, object], schema), dialect="duckdb",
@@ -50,6 +51,12 @@ def extract_lineage(address: str, tree: exp.Expr, schema: dict[str, dict[str, st
         if not column.inputs and not _constant(root, name):
             result.unresolved.append(f"column {name!r} could not be traced to an input")
         result.columns[name] = column
+    if expected is not None and set(expected) != set(result.columns):
+        missing = sorted(set(expected) - set(result.columns))
+        result.unresolved.append(f"the lineage of column(s) {', '.join(missing)} could not be read from the SQL "
+                                 "(a construct such as COLUMNS(...) that the analyser cannot expand)")
+        for name in [c for c in result.columns if c not in expected]:
+            del result.columns[name]
     return result
 
 

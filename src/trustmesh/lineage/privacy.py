@@ -26,7 +26,7 @@ def carries_personal_data(subtype: str, masking: bool) -> bool:
 
 def known_pii(mesh: Mesh, product: Product, lineages: list[DatasetLineage]) -> dict[tuple[str, str], str]:
     """PII of the inputs: from upstream contracts, and for external sources from what this product's own
-    contracts declare about the columns they pass on unchanged."""
+    contracts declare about the columns they pass on (as they are, or transformed but not masked)."""
     pii: dict[tuple[str, str], str] = {}
     for port in product.inputs:
         upstream = mesh.datasets.get(port.source.address or "") if port.source.type == "product" else None
@@ -43,7 +43,7 @@ def known_pii(mesh: Mesh, product: Product, lineages: list[DatasetLineage]) -> d
             if not kind:
                 continue
             for ref, ts in column.inputs.items():
-                if any(t.type == DIRECT and t.subtype == "IDENTITY" and not t.masking for t in ts):
+                if any(t.type == DIRECT and carries_personal_data(t.subtype, t.masking) for t in ts):
                     pii.setdefault((ref.dataset, ref.column), kind)
     return pii
 
