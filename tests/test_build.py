@@ -151,3 +151,29 @@ def test_a_failed_product_leaves_no_unpublished_candidates(make_mesh: Any, files
     write_files(ws.root, {f"{SHOP}/sql/cheap_items.sql": "SELECT 1 AS item_id, name FROM raw_items\n"})
     assert not ws.build().ok
     assert set((ws.root / ".trustmesh" / "warehouse" / "data").rglob("*.parquet")) == published
+
+
+def test_every_build_emits_valid_openlineage_run_events(make_mesh: Any, files: dict[str, Any]) -> None:
+    import json
+
+    from trustmesh.standards import validator
+
+    ws = make_mesh(files)
+    assert ws.build().ok
+    write_files(ws.root, {f"{SHOP}/sql/cheap_items.sql": "SELECT 1 AS item_id, name FROM raw_items\n"})
+    assert not ws.build().ok
+    lines = (ws.root / ".trustmesh" / "openlineage" / "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    check = validator("openlineage/OpenLineage.json")
+    for event in events:
+        assert not list(check.iter_errors(event)), event["eventType"]
+    kinds = [(e["job"]["name"], e["eventType"]) for e in events]
+    assert kinds == [("alpha.shop-dp", "START"), ("alpha.shop-dp", "COMPLETE"), ("beta.stats-dp", "START"),
+                     ("beta.stats-dp", "COMPLETE"), ("alpha.shop-dp", "START"), ("alpha.shop-dp", "FAIL")]
+    complete = events[3]
+    [output] = complete["outputs"]
+    assert output["name"] == "beta.stats-dp.daily_sales"
+    fields = output["facets"]["columnLineage"]["fields"]
+    assert fields["revenue"]["inputFields"][0]["name"] == "alpha.shop-dp.items"
+    assert fields["revenue"]["inputFields"][0]["field"] == "price"
+    assert complete["inputs"][0]["name"] == "alpha.shop-dp.items"

@@ -11,12 +11,14 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from trustmesh.build import BuildContext, BuildResult, build
+from trustmesh.build.events import RunEvents
 from trustmesh.build.runner import Progress
 from trustmesh.catalog import Catalog
 from trustmesh.descriptors import Mesh, MeshConfig, load_mesh
 from trustmesh.descriptors.loader import load_config
 from trustmesh.engines import Engine, get_engine
 from trustmesh.errors import InvalidMesh, Problem
+from trustmesh.lineage.openlineage import LineageEmitter, default_events_path
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import iceberg_catalog
 from trustmesh.validate import check_mesh
@@ -115,8 +117,18 @@ class Workspace:
 
     def build(self, selector: str | None = None, *, full: bool = False, progress: Progress | None = None) -> BuildResult:
         mesh = self.mesh
+        events = RunEvents(mesh, self.lineage_emitter())
         ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg)
+        ctx.events = events
         return build(ctx, selector, full=full, progress=progress)
+
+    def lineage_emitter(self) -> LineageEmitter:
+        """Where OpenLineage events go: the configured server, else `<warehouse>/../openlineage/events.jsonl`."""
+        platform = self.config.platform
+        if platform.openlineage_url:
+            key = os.environ.get(platform.openlineage_api_key_env or "") or None
+            return LineageEmitter(url=platform.openlineage_url, api_key=key)
+        return LineageEmitter(default_events_path(self.warehouse))
 
     def compiled_quality(self, address: str) -> Any:
         """The SQL that checks a dataset, as the build runs it (from the repo's contract and benchmarks)."""

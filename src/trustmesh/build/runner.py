@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import sqlglot
 
 from trustmesh.build.compat import breaking_change_problems
+from trustmesh.build.events import RunEvents
 from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
 from trustmesh.build.ingest import land_database, land_file, landing_fix
 from trustmesh.build.publish import (
@@ -54,6 +55,7 @@ class BuildContext:
     engine: Engine
     warehouse: Path
     catalog: Callable[[], Any]
+    events: RunEvents | None = None
 
 
 @dataclass
@@ -76,13 +78,15 @@ class ProductResult:
 class BuildResult:
     build_id: str
     products: list[ProductResult]
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return all(p.status in ("published", "skipped") for p in self.products)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"build_id": self.build_id, "ok": self.ok, "products": [p.to_dict() for p in self.products]}
+        return {"build_id": self.build_id, "ok": self.ok, "products": [p.to_dict() for p in self.products],
+                "warnings": self.warnings}
 
 
 class Progress(Protocol):
@@ -160,7 +164,7 @@ def _run(ctx: BuildContext, session: EngineSession, order: list[str], selector: 
         assert row is not None
         row.finished_at = utcnow()
         row.status = "succeeded" if all(r.status in ("published", "skipped") for r in results) else "failed"
-    return BuildResult(build_id, results)
+    return BuildResult(build_id, results, list(ctx.events.problems) if ctx.events else [])
 
 
 def _done(result: ProductResult) -> Future[ProductResult]:
@@ -183,11 +187,13 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
     def outcome(status: str, **kw: Any) -> Future[ProductResult]:
         return _done(ProductResult(product.address, status, duration_s=time.perf_counter() - started, **kw))
 
+    run = None
     try:
         with ctx.store.session() as meta:
             fp = fingerprint(ctx.mesh, meta, product, ctx.engine.name)
             if not full and is_current(meta, product, fp):
                 return outcome("skipped", message="unchanged since the last build")
+        run = ctx.events.start(product) if ctx.events else None
         origins = _bind_inputs(ctx, session, product, fp, progress)
         if fp.unread and not full:
             with ctx.store.session() as meta:
@@ -199,6 +205,8 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
     except BuildFailed as exc:
         for output in product.outputs:  # candidates of datasets that passed are never published now
             data_file_path(ctx.warehouse, output.address, build_id).unlink(missing_ok=True)
+        if ctx.events and run is not None:
+            ctx.events.fail(run, str(exc))
         return outcome("failed", message=str(exc).split("\n")[0].removeprefix(f"{product.address}: "),
                        problems=exc.problems)
     finally:
@@ -212,6 +220,9 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
         commit_snapshots(ctx.catalog(), candidates)
         pub = Publication(product, build_id, fp.value, fp.inputs, candidates, findings)
         versions = record_publication(ctx.store, ctx.mesh, pub, time.perf_counter() - started)
+        if ctx.events and run is not None:
+            ctx.events.complete(run, [(o, c.lineage, c.report, versions.get(o.address))
+                                      for o, c in zip(product.outputs, candidates, strict=True)])
         return ProductResult(product.address, "published", rows=sum(c.rows for c in candidates),
                              duration_s=time.perf_counter() - started, versions=versions)
 

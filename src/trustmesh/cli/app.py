@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
 from trustmesh.cli.contract import contract_app
@@ -153,6 +154,8 @@ def build(
             if r.problems:
                 console.print(f"[red]{r.address}[/]: {r.message}")
                 print_problems(r.problems)
+        for warning in result.warnings:
+            console.print(f"[yellow]warning[/]: {escape(warning)}")
     if not result.ok:
         raise typer.Exit(1)
 

@@ -56,6 +56,8 @@ class Platform(Strict):
     metastore_env: str = Field("TRUSTMESH_METASTORE_URL", alias="metastoreEnv")
     warehouse: str = ".trustmesh/warehouse"
     engine: Literal["duckdb"] = "duckdb"
+    openlineage_url: str | None = Field(None, alias="openlineageUrl")  # else events go to a JSONL file
+    openlineage_api_key_env: str | None = Field(None, alias="openlineageApiKeyEnv")
 
 
 class MeshConfig(Strict):

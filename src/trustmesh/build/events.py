@@ -1,0 +1,64 @@
+"""OpenLineage run events for every product build: START, then COMPLETE or FAIL, to a JSONL file or a server."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from trustmesh import __version__
+from trustmesh.descriptors import Mesh, Product
+from trustmesh.lineage.openlineage import LineageEmitter, LineageInput, LineageNotSent, run_events
+from trustmesh.metastore.schema import utcnow
+
+PRODUCER = f"https://github.com/trustmesh/trustmesh/tree/{__version__}"
+
+
+@dataclass
+class ProductRun:
+    """One product's build as OpenLineage sees it: a run id and when it started."""
+
+    product: Product
+    run_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    started_at: datetime = field(default_factory=utcnow)
+
+
+class RunEvents:
+    """Sends a build's events; a lineage server that cannot be reached never fails the build, it is reported."""
+
+    def __init__(self, mesh: Mesh, emitter: LineageEmitter | None) -> None:
+        self.mesh = mesh
+        self.emitter = emitter
+        self.lock = threading.Lock()
+        self.problems: list[str] = []
+
+    def start(self, product: Product) -> ProductRun:
+        run = ProductRun(product)
+        self._send(run, "START", [], None)
+        return run
+
+    def complete(self, run: ProductRun, outputs: list[tuple[Any, Any, Any, int | None]]) -> None:
+        self._send(run, "COMPLETE", outputs, None)
+
+    def fail(self, run: ProductRun, error: str) -> None:
+        self._send(run, "FAIL", [], error)
+
+    def _send(self, run: ProductRun, status: str, outputs: list[tuple[Any, Any, Any, int | None]],
+              error: str | None) -> None:
+        if self.emitter is None:
+            return
+        product = run.product
+        event = run_events(
+            mesh_name=self.mesh.config.name, product=product, run_id=run.run_id, started_at=run.started_at,
+            finished_at=None if status == "START" else utcnow(), status=status,  # type: ignore[arg-type]
+            inputs=[LineageInput.for_port(self.mesh.config.name, product, port) for port in product.inputs],
+            outputs=outputs, sql_by_dataset={o.address: o.sql or "" for o in product.outputs}, error=error,
+            producer=PRODUCER, dialect="duckdb",
+        )
+        with self.lock:
+            try:
+                self.emitter.emit(event)
+            except LineageNotSent as exc:
+                self.problems.append(f"{product.address}: OpenLineage {status} event not sent: {exc}")
