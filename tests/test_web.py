@@ -15,6 +15,7 @@ import pytest
 
 from trustmesh.scaffold import init_mesh, new_domain, new_product
 from trustmesh.service import Workspace
+from trustmesh.web import graph
 from trustmesh.web.app import app_from_environment, create_app
 from trustmesh.web.pages import age, plain, quality_band, source_label
 from trustmesh.yamlfile import dump_yaml, load_yaml
@@ -58,6 +59,18 @@ def _transport_benchmark(domain: dict[str, Any]) -> None:
                                     "metric": "nullValues", "mustBe": 0, "severity": "error"}]
 
 
+def _reads_flights(product: dict[str, Any]) -> None:
+    """transport-tc.delays-dp reads bts.flights-dp.flights: a lineage edge across domains."""
+    product["inputPorts"] = [{"name": "flights", "version": "1.0.0", "contractId": "bts.flights-dp.flights",
+                              "customProperties": [{"property": "source", "value": {
+                                  "type": "product", "address": "bts.flights-dp.flights"}}]}]
+
+
+DELAYS_SQL = ('SELECT record_id, recorded_on, category, amount * 2 AS amount FROM bts."flights-dp".flights\n'
+              "WHERE category = 'alpha'\n")
+UNTRACEABLE_SQL = "SELECT COLUMNS('record_id|recorded_on|category|amount') FROM raw_records\n"  # → a no-lineage finding
+
+
 def _impossible_row_count(contract: dict[str, Any]) -> None:
     contract["schema"][0]["quality"] = [{"metric": "rowCount", "mustBeGreaterThan": 100, "severity": "error",
                                          "name": "enough-rows"}]
@@ -65,16 +78,21 @@ def _impossible_row_count(contract: dict[str, Any]) -> None:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    """bts.flights-dp (official-open, hostile description, a failing warning, stale, the transport-tc benchmark)
-    and health.patients-dp (one restricted PII column; a second build quarantined by a failing error)."""
+    """bts.flights-dp (official-open, hostile description, a failing warning, stale, the transport-tc benchmark),
+    transport-tc.delays-dp reading its flights, and health.patients-dp (one restricted PII column, SQL the lineage
+    cannot trace; a second build quarantined by a failing error)."""
     root = tmp_path_factory.mktemp("mesh")
     init_mesh(root)
     new_domain(root, "bts", "ssot", "transport")
     _edit_yaml(new_domain(root, "transport-tc", "trusted-centre", "transport"), _transport_benchmark)
     _edit_yaml(new_product(root, "bts", "flights-dp"), _hostile_description)
     _edit_yaml(root / "domains/bts/products/flights-dp/contracts/flights.odcs.yaml", _only_alpha_hourly)
+    delays = new_product(root, "transport-tc", "delays-dp")
+    _edit_yaml(delays, _reads_flights)
+    (delays.parent / "sql/delays.sql").write_text(DELAYS_SQL, encoding="utf-8")
     new_domain(root, "health", "ssot", "health")
     new_product(root, "health", "patients-dp")
+    (root / "domains/health/products/patients-dp/sql/patients.sql").write_text(UNTRACEABLE_SQL, encoding="utf-8")
     patients = root / "domains/health/products/patients-dp/contracts/patients.odcs.yaml"
     _edit_yaml(patients, _personal_category)
     ws = Workspace.open(root)
@@ -108,14 +126,15 @@ def test_health(client: TestClient) -> None:
 def test_domains(client: TestClient) -> None:
     domains = client.get("/api/v1/domains").json()
     assert [(d["name"], d["sector"], d["products"]) for d in domains] == [
-        ("bts", "transport", 1), ("health", "health", 1), ("transport-tc", "transport", 0)]
+        ("bts", "transport", 1), ("health", "health", 1), ("transport-tc", "transport", 1)]
 
 
 def test_datasets_all_and_by_domain(client: TestClient) -> None:
     every = client.get("/api/v1/datasets").json()
-    assert [d["address"] for d in every] == ["bts.flights-dp.flights", "health.patients-dp.patients"]
+    assert [d["address"] for d in every] == ["bts.flights-dp.flights", "health.patients-dp.patients",
+                                             "transport-tc.delays-dp.delays"]
     assert every[0]["rows"] == 3 and every[0]["version"] == 1
-    assert [(d["stale"], d["quality_score"] < 100) for d in every] == [(True, True), (False, False)]
+    assert [(d["stale"], d["quality_score"] < 100) for d in every[:2]] == [(True, True), (False, False)]
     only = client.get("/api/v1/datasets", params={"domain": "health"}).json()
     assert [d["address"] for d in only] == ["health.patients-dp.patients"]
 
@@ -180,9 +199,9 @@ def test_search_hits_and_facets(client: TestClient) -> None:
     result = client.get("/api/v1/search", params={"q": "record"}).json()
     kinds = {(h["kind"], h["dataset"]) for h in result["hits"]}
     assert ("dataset", "bts.flights-dp.flights") in kinds and ("column", "health.patients-dp.patients") in kinds
-    assert result["facets"]["domain"] == {"bts": 1, "health": 1}
-    assert result["facets"]["classification"] == {"official-open": 1, "restricted": 1}
-    assert result["facets"]["has_pii"] == {"false": 1, "true": 1}
+    assert result["facets"]["domain"] == {"bts": 1, "health": 1, "transport-tc": 1}
+    assert result["facets"]["classification"] == {"official-open": 2, "restricted": 1}
+    assert result["facets"]["has_pii"] == {"false": 2, "true": 1}
     flights = next(h for h in result["hits"] if h["kind"] == "dataset")
     assert flights["dataset"] == "bts.flights-dp.flights" and flights["stale"] is True
     assert 80 <= flights["quality_score"] < 95
@@ -195,7 +214,7 @@ def test_search_filters(client: TestClient) -> None:
     assert pii["filters"] == {"has_pii": True}
     assert {h["dataset"] for h in pii["hits"]} == {"health.patients-dp.patients"}
     sector = client.get("/api/v1/search", params={"sector": "transport", "domain": ""}).json()
-    assert [h["address"] for h in sector["hits"]] == ["bts.flights-dp.flights"]
+    assert [h["address"] for h in sector["hits"]] == ["bts.flights-dp.flights", "transport-tc.delays-dp.delays"]
     assert sector["filters"] == {"sector": "transport"}  # an empty field means "any"
     limited = client.get("/api/v1/search", params={"q": "record", "limit": 1}).json()
     assert len(limited["hits"]) == 1 and limited["total"] > 1
@@ -224,6 +243,93 @@ def test_bad_parameter_keeps_fastapi_detail(client: TestClient) -> None:
     assert client.get("/api/v1/search", params={"limit": "many"}).status_code == 422
 
 
+# --- lineage API --------------------------------------------------------------------------------------------------
+
+DELAYS = "transport-tc.delays-dp.delays"
+FLIGHTS = "bts.flights-dp.flights"
+
+
+def _edge_set(body: dict[str, Any]) -> set[tuple[str, str, str, str, str, str]]:
+    return {(e["source_dataset"], e["source_column"], e["dataset"], e["column"], e["type"], e["subtype"])
+            for e in body["edges"]}
+
+
+def test_lineage_upstream_crosses_domains(client: TestClient) -> None:
+    near = client.get(f"/api/v1/lineage/{DELAYS}", params={"direction": "up", "depth": 1}).json()
+    assert (near["dataset"], near["column"], near["direction"], near["depth"]) == (DELAYS, None, "up", 1)
+    assert near["datasets"] == [FLIGHTS]
+    edges = _edge_set(near)
+    assert (FLIGHTS, "amount", DELAYS, "amount", "DIRECT", "TRANSFORMATION") in edges
+    assert (FLIGHTS, "category", DELAYS, "record_id", "INDIRECT", "FILTER") in edges  # the WHERE
+    every = client.get(f"/api/v1/lineage/{DELAYS}").json()  # up, unbounded: through flights to its CSV
+    assert every["datasets"] == [FLIGHTS, "source:bts.flights-dp.raw_records"] and every["depth"] is None
+    assert {e["depth"] for e in every["edges"]} == {1, 2}
+
+
+def test_lineage_downstream_of_one_column(client: TestClient) -> None:
+    down = client.get(f"/api/v1/lineage/{FLIGHTS}.category", params={"direction": "down"}).json()
+    assert (down["column"], down["datasets"]) == ("category", [DELAYS])
+    assert {(e["column"], e["type"]) for e in down["edges"]} == {
+        ("category", "DIRECT"), ("category", "INDIRECT"), ("amount", "INDIRECT"), ("record_id", "INDIRECT"),
+        ("recorded_on", "INDIRECT")}
+    assert all(e["masking"] is False and e["depth"] == 1 for e in down["edges"])
+
+
+def test_impact_names_products_domains_and_owners(client: TestClient) -> None:
+    hurt = client.get(f"/api/v1/impact/{FLIGHTS}.amount", params={"change": "retype"}).json()
+    assert (hurt["source"], hurt["change"]) == (f"{FLIGHTS}.amount", "retype")
+    assert (hurt["products"], hurt["domains"]) == (["transport-tc.delays-dp"], ["transport-tc"])
+    [delays] = hurt["datasets"]
+    assert delays["columns"] == [{"column": "amount", "via": ["direct transformation"],
+                                  "effect": "its type or values may change"}]
+    assert delays["owners"]["data-owner"] == ["transport-tc data owner"] and delays["consumers"] == []
+    dropped = client.get(f"/api/v1/impact/{FLIGHTS}.category").json()  # drop is the default
+    assert dropped["change"] == "drop"
+    assert {c["column"] for c in dropped["datasets"][0]["columns"]} == {"amount", "category", "record_id", "recorded_on"}
+    assert all(c["effect"].startswith("breaks") for c in dropped["datasets"][0]["columns"])
+    assert client.get(f"/api/v1/impact/{DELAYS}.amount").json()["datasets"] == []  # nothing reads delays
+
+
+def test_findings(client: TestClient) -> None:
+    [finding] = client.get("/api/v1/findings").json()
+    assert (finding["dataset"], finding["kind"], finding["severity"], finding["column"], finding["version"]) == (
+        "health.patients-dp.patients", "no-lineage", "warning", None, 1)
+    assert "COLUMNS" in finding["message"] and finding["build_id"]
+    only = client.get("/api/v1/findings", params={"dataset": "health.patients-dp.patients"}).json()
+    assert only == [finding]
+    assert client.get("/api/v1/findings", params={"dataset": FLIGHTS}).json() == []
+    assert client.get("/api/v1/findings", params={"dataset": ""}).json() == [finding]  # an empty field: all
+
+
+@pytest.mark.parametrize(("url", "params", "words"), [
+    ("/api/v1/lineage/bts.flights-dp.nope", {}, "no dataset bts.flights-dp.nope"),
+    ("/api/v1/lineage/bts.flights-dp.flights.nope", {}, "has no column 'nope'"),
+    ("/api/v1/impact/bts.flights-dp.flights.nope", {}, "has no column 'nope'"),
+    ("/api/v1/impact/bts.nope-dp.flights.amount", {}, "no dataset bts.nope-dp.flights"),
+])
+def test_lineage_unknown_is_404(client: TestClient, url: str, params: dict[str, str], words: str) -> None:
+    response = client.get(url, params=params)
+    assert response.status_code == 404 and words in response.json()["error"] and "fix" in response.json()["error"]
+
+
+@pytest.mark.parametrize(("url", "params", "words"), [
+    ("/api/v1/lineage/nodots", {}, "not an address"),
+    ("/api/v1/lineage/a.b.c.d.e", {}, "not an address"),
+    (f"/api/v1/lineage/{FLIGHTS}", {"direction": "sideways"}, "up or down"),
+    (f"/api/v1/impact/{FLIGHTS}", {}, "names a dataset"),
+    (f"/api/v1/impact/{FLIGHTS}.amount", {"change": "explode"}, "drop, rename or retype"),
+    ("/api/v1/findings", {"dataset": "nodots"}, "not a dataset address"),
+])
+def test_lineage_malformed_is_400(client: TestClient, url: str, params: dict[str, str], words: str) -> None:
+    response = client.get(url, params=params)
+    assert response.status_code == 400 and words in response.json()["error"]
+
+
+def test_lineage_depth_must_be_a_positive_number(client: TestClient) -> None:
+    for depth in ("0", "many"):
+        assert client.get(f"/api/v1/lineage/{FLIGHTS}", params={"depth": depth}).status_code == 422
+
+
 def test_openapi(client: TestClient) -> None:
     doc = client.get("/openapi.json").json()
     assert doc["info"]["title"] == "trustmesh"
@@ -237,6 +343,11 @@ def test_openapi(client: TestClient) -> None:
     assert {"quality"} <= set(schemas["DatasetDetail"]["properties"])
     assert {"name", "expected", "samples", "passed"} <= set(schemas["QualityCheck"]["properties"])
     assert {"history", "quarantine", "freshness"} <= set(schemas["QualityReport"]["properties"])
+    assert {"/api/v1/lineage/{target}", "/api/v1/impact/{target}", "/api/v1/findings"} <= set(doc["paths"])
+    assert {"edges", "datasets", "direction"} <= set(schemas["Lineage"]["properties"])
+    assert {"source_dataset", "type", "subtype", "masking", "depth"} <= set(schemas["LineageEdge"]["properties"])
+    assert {"datasets", "products", "domains"} <= set(schemas["Impact"]["properties"])
+    assert {"kind", "severity", "message"} <= set(schemas["Finding"]["properties"])
     assert client.get("/docs").status_code == 200
 
 
@@ -303,6 +414,94 @@ def test_product_page_shows_quarantine(client: TestClient) -> None:
     assert '<h4 id="quarantine-patients">Quarantined candidates</h4>' in html
     assert re.search(r"<td>failed: enough-rows</td>\s*<td class=\"num\">3</td>", html)
     assert _headings_in_order(html)
+
+
+def _lineage_section(html: str, name: str) -> str:
+    found = re.search(rf'<h4 id="lineage-{name}">Lineage</h4>(.*?)<h4>Service levels</h4>', html, re.S)
+    assert found, f"no lineage section for {name}"
+    return found.group(1)
+
+
+def test_product_page_draws_lineage(client: TestClient) -> None:
+    html = client.get("/products/transport-tc.delays-dp").text
+    section = _lineage_section(html, "delays")
+    picture = re.search(r"<svg .*?</svg>", section, re.S)
+    assert picture, "an inline SVG"
+    svg = picture.group(0)
+    assert '<title id="lineage-delays-title">Lineage of transport-tc.delays-dp.delays: 2 upstream' in svg
+    assert '<a href="/products/bts.flights-dp#dataset-flights">' in svg and ">flights</text>" in svg
+    assert '<g class="node source">' in svg and '<a href="/products/bts.flights-dp#input-raw_records">' in svg
+    assert '<g class="node focus">' in svg and "script" not in svg
+    edge_list = re.search(r'<details class="lineage-edges">(.*?)</details>', section, re.S)
+    assert edge_list, "the edges as a list"
+    assert re.search(r'<a href="/products/bts.flights-dp#dataset-flights"><code>bts.flights-dp.flights</code></a> → '
+                     r"<strong><code>transport-tc.delays-dp.delays</code></strong> \(this dataset\)", edge_list.group(1))
+    assert "raw_records (source of bts.flights-dp)" in edge_list.group(1)
+    columns = re.search(r'<details class="lineage-columns">\s*<summary>Show columns \((\d+) column edges\)</summary>'
+                        r"(.*?)</details>", section, re.S)
+    assert columns and int(columns.group(1)) == 12  # 8 from flights, 4 from its CSV
+    assert re.search(r'<code>bts.flights-dp.flights.category</code></a></td>\s*<th scope="row">'
+                     r'<a href="/products/transport-tc.delays-dp#column-delays-record_id"><code>record_id</code></a>'
+                     r"</th>\s*<td>INDIRECT</td>\s*<td>Filter</td>", columns.group(2))
+    assert "Picture cut" not in section and 'class="findings"' not in html
+    assert _headings_in_order(html)
+
+
+def test_product_page_draws_downstream_and_sources(client: TestClient) -> None:
+    html = client.get("/products/bts.flights-dp").text
+    svg = re.search(r"<svg .*?</svg>", _lineage_section(html, "flights"), re.S)
+    assert svg and "1 upstream and 1 downstream dataset" in svg.group(0)
+    assert '<a href="/products/transport-tc.delays-dp#dataset-delays">' in svg.group(0)
+    assert '<tr id="input-raw_records">' in html  # where the source node links to
+
+
+def test_product_page_shows_findings(client: TestClient) -> None:
+    html = client.get("/products/health.patients-dp").text
+    box = re.search(r'<aside class="findings" aria-labelledby="findings-patients">(.*?)</aside>', html, re.S)
+    assert box, "a warning box"
+    assert "1 finding on the served version" in box.group(1) and "<strong>No lineage</strong>" in box.group(1)
+    assert "COLUMNS(...)" in box.group(1) and 'href="/api/v1/findings?dataset=health.patients-dp.patients"' in box.group(1)
+    assert "No column lineage is recorded for the served version (see the findings above)." in html
+    assert "<svg" not in html
+    assert _headings_in_order(html)
+
+
+def _edge(source: str, target: str, depth: int, kind: str = "DIRECT", masking: bool = False) -> dict[str, Any]:
+    return {"dataset": target, "column": "c", "source_dataset": source, "source_column": "c", "type": kind,
+            "subtype": "IDENTITY" if kind == "DIRECT" else "FILTER", "masking": masking, "depth": depth}
+
+
+def test_lineage_picture_layers_point_right() -> None:
+    """a feeds the focus directly and through b: a goes left of b, so every arrow points right."""
+    up = [_edge("d.p.a", "d.p.focus", 1), _edge("d.p.b", "d.p.focus", 1, "INDIRECT"), _edge("d.p.a", "d.p.b", 2),
+          _edge("source:d.p.raw", "d.p.a", 2, masking=True)]
+    down = [_edge("d.p.focus", "e.q.x", 1), _edge("e.q.x", "e.q.y", 2)]
+    pic = graph.picture("d.p.focus", up, down)
+    layer = {n.id: n.layer for n in pic.nodes}
+    assert layer == {"source:d.p.raw": -3, "d.p.a": -2, "d.p.b": -1, "d.p.focus": 0, "e.q.x": 1, "e.q.y": 2}
+    assert all(layer[link.source] < layer[link.target] for link in pic.links)
+    at = {n.id: n for n in pic.nodes}
+    assert all(at[link.source].x < at[link.target].x for link in pic.links) and not pic.cut
+    assert [(link.direct, link.masked) for link in pic.links if link.target == "d.p.a"] == [(True, True)]
+    svg = str(graph.svg(pic, "t", lambda node: f"/go/{node}"))
+    assert svg.count("<a href=") == 5 and svg.count('class="edge indirect"') == 1  # the focus is no link
+    assert 'class="edge direct masked"' in svg and svg.startswith("<svg") and "<title id=\"t-title\">" in svg
+
+
+def test_lineage_picture_is_bounded_and_says_so() -> None:
+    up = [_edge(f"u.p.d{i}", "d.p.focus", 1) for i in range(50)] + [_edge("u.p.d0", "d.p.far", 4)]
+    pic = graph.picture("d.p.focus", up, [], max_nodes=10, max_column_edges=5)
+    assert len(pic.nodes) == 10 and len(pic.column_edges) == 5
+    assert pic.cut == ["upstream lineage goes on beyond 3 steps", "showing the 9 nearest of 50 related datasets",
+                       "the column table lists the 5 nearest of 9 column edges"]
+    assert graph.picture("d.p.focus", [], []).empty and str(graph.svg(graph.picture("d.p.focus", [], []), "t",
+                                                                     lambda n: None)) == ""
+
+
+def test_lineage_picture_escapes_names() -> None:
+    pic = graph.picture("d.p.focus", [_edge('d.p."><script>x', "d.p.focus", 1)], [])
+    svg = str(graph.svg(pic, "t", lambda node: f"/go?{node}"))
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and '&#34;&gt;' in svg
 
 
 def test_search_page_shows_quality(client: TestClient) -> None:

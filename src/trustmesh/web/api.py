@@ -27,6 +27,11 @@ def get_catalog(workspace: Annotated[Workspace, Depends(get_workspace)]) -> Cata
 
 CatalogDep = Annotated[Catalog, Depends(get_catalog)]
 DatasetAddress = Annotated[str, Path(description="`<domain>.<product>.<dataset>`", examples=[DATASET_EXAMPLE])]
+LineageTarget = Annotated[str, Path(description="`<domain>.<product>.<dataset>` or `<domain>.<product>.<dataset>.<column>`",
+                                    examples=[DATASET_EXAMPLE, f"{DATASET_EXAMPLE}.dep_delay"])]
+ColumnAddress = Annotated[str, Path(description="`<domain>.<product>.<dataset>.<column>`",
+                                    examples=[f"{DATASET_EXAMPLE}.dep_delay"])]
+MAX_LINEAGE_DEPTH = 1000
 ProductAddress = Annotated[str, Path(description="`<domain>.<product>`", examples=[PRODUCT_EXAMPLE])]
 
 
@@ -266,6 +271,64 @@ class SearchResult(CatalogRecord):
     facets: dict[str, dict[str, int]]
 
 
+class LineageEdge(CatalogRecord):
+    """One column feeding another in the served versions."""
+
+    dataset: str = Field(description="The dataset whose column is fed.")
+    column: str
+    source_dataset: str = Field(description="A dataset, or `source:<product>.<port>` for a source outside the mesh.")
+    source_column: str
+    type: str = Field(description="DIRECT (values flow into the column) or INDIRECT (they filter, join, group, "
+                                  "order or decide it).")
+    subtype: str = Field(description="e.g. IDENTITY, TRANSFORMATION, AGGREGATION; JOIN, FILTER, GROUP_BY, SORT.")
+    masking: bool = Field(description="The value is masked (hashed, redacted) on the way.")
+    depth: int = Field(description="Steps from the target, 1 for its own inputs.")
+
+
+class Lineage(CatalogRecord):
+    target: str
+    dataset: str
+    column: str | None = Field(description="The column the walk started from; none: every column of the dataset.")
+    direction: str = Field(description="up (where it comes from) or down (where it goes).")
+    depth: int | None = Field(description="Most steps walked; none: all of them.")
+    edges: list[LineageEdge] = Field(description="Every column edge reached, nearest first.")
+    datasets: list[str] = Field(description="The datasets (and sources) reached.")
+
+
+class ImpactedColumn(CatalogRecord):
+    column: str
+    via: list[str] = Field(description="How the change reaches it, e.g. `direct identity`, `indirect filter`.")
+    effect: str
+
+
+class ImpactedDataset(CatalogRecord):
+    dataset: str
+    product: str | None
+    domain: str
+    columns: list[ImpactedColumn]
+    owners: dict[str, list[str]] = Field(description="Names by role, for the people to tell.")
+    consumers: list[Any]
+
+
+class Impact(CatalogRecord):
+    source: str = Field(description="The column that would change.")
+    change: str
+    datasets: list[ImpactedDataset] = Field(description="Every downstream dataset the change reaches.")
+    products: list[str]
+    domains: list[str]
+
+
+class Finding(CatalogRecord):
+    dataset: str
+    kind: str = Field(description="no-lineage (the build could not trace a column) or undeclared-pii (a column "
+                                  "derived from personal data is not declared personal).")
+    severity: str
+    column: str | None
+    message: str
+    build_id: str
+    version: int | None
+
+
 class Health(CatalogRecord):
     status: str
     mesh: str
@@ -341,3 +404,31 @@ def product(catalog: CatalogDep, address: ProductAddress) -> dict[str, Any]:
 def search(catalog: CatalogDep, query: SearchDep) -> dict[str, Any]:
     """Ranked dataset and column hits, and facet counts over the matching datasets."""
     return query.run(catalog)
+
+
+@router.get("/lineage/{target}", response_model=Lineage, response_model_exclude_unset=True, tags=["lineage"])
+def lineage(catalog: CatalogDep, target: LineageTarget,
+            direction: Annotated[str, Query(description="`up`: where it comes from; `down`: where it goes.")] = "up",
+            depth: Annotated[int | None, Query(ge=1, le=MAX_LINEAGE_DEPTH,
+                                               description="Most steps to walk; leave out for all.")] = None,
+            ) -> dict[str, Any]:
+    """Column-level lineage of a dataset (every column) or of one column, in the served versions."""
+    return catalog.lineage(target, direction=direction, depth=depth)
+
+
+@router.get("/impact/{target}", response_model=Impact, response_model_exclude_unset=True, tags=["lineage"])
+def impact(catalog: CatalogDep, target: ColumnAddress,
+           change: Annotated[str, Query(description="`drop`, `rename` or `retype` the column.")] = "drop",
+           ) -> dict[str, Any]:
+    """Who a change to one column would hurt: the downstream datasets and columns, their products, domains
+    and owners."""
+    return catalog.impact(target, change=change)
+
+
+@router.get("/findings", response_model=list[Finding], response_model_exclude_unset=True, tags=["lineage"])
+def findings(catalog: CatalogDep,
+             dataset: Annotated[str | None, Query(description="Only this dataset, `<domain>.<product>.<dataset>`.",
+                                                  examples=[DATASET_EXAMPLE])] = None) -> list[dict[str, Any]]:
+    """Lineage and privacy findings on the served versions: columns the build could not trace, and columns
+    derived from personal data that their contract does not declare personal."""
+    return catalog.findings(dataset or None)

@@ -15,6 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from trustmesh.catalog import Catalog
 from trustmesh.descriptors.models import IM8_LEVELS, PRODUCT_KINDS, SENSITIVITIES
+from trustmesh.web import graph
 from trustmesh.web.api import CatalogDep, SearchDep, SearchQuery
 
 # facet in the catalog's search result → (query parameter, heading, preferred order of values)
@@ -42,6 +43,33 @@ def dataset_url(address: str) -> str:
 def column_url(dataset: str, column: str) -> str:
     product, name = dataset.rsplit(".", 1)
     return f"{product_url(product)}#column-{quote(name)}-{quote(column)}"
+
+
+def lineage_url(node: str) -> str:
+    """A node of a lineage picture: a dataset's section, or for a source outside the mesh its input port's row."""
+    if node.startswith(graph.SOURCE):
+        product, port = node.removeprefix(graph.SOURCE).rsplit(".", 1)
+        return f"{product_url(product)}#input-{quote(port)}"
+    return dataset_url(node)
+
+
+def lineage_column_url(node: str, column: str) -> str:
+    return lineage_url(node) if node.startswith(graph.SOURCE) else column_url(node, column)
+
+
+def node_label(node: str) -> str:
+    """`source:bts.flights-dp.raw_flights` → `raw_flights (source of bts.flights-dp)`; a dataset is its address."""
+    if node.startswith(graph.SOURCE):
+        product, port = node.removeprefix(graph.SOURCE).rsplit(".", 1)
+        return f"{port} (source of {product})"
+    return node
+
+
+def column_label(node: str, column: str) -> str:
+    if node.startswith(graph.SOURCE):
+        product, port = node.removeprefix(graph.SOURCE).rsplit(".", 1)
+        return f"{port}.{column} (source of {product})"
+    return f"{node}.{column}"
 
 
 def when(iso: str | None) -> str:
@@ -133,7 +161,9 @@ env = Environment(loader=PackageLoader("trustmesh.web", "templates"), autoescape
                   trim_blocks=True, lstrip_blocks=True)
 env.filters.update(when=when, number=number, label=label, quality_band=quality_band, plain=plain, age=age,
                    checks=checks_view, source_label=source_label)
-env.globals.update(product_url=product_url, dataset_url=dataset_url, column_url=column_url)
+env.globals.update(product_url=product_url, dataset_url=dataset_url, column_url=column_url, lineage_url=lineage_url,
+                   lineage_column_url=lineage_column_url, node_label=node_label,
+                   column_label=column_label)
 templates = Jinja2Templates(env=env)
 router = APIRouter(include_in_schema=False)
 
@@ -252,11 +282,24 @@ def product_page(request: Request, catalog: CatalogDep, address: str) -> Respons
     product = catalog.product(address)
     if as_json:
         return JSONResponse(product)
-    # Quarantined candidates are not part of the product record (nor of its JSON twin): only the page lists them.
+    # Quarantined candidates, lineage and findings are not part of the product record (nor of its JSON twin):
+    # only the page shows them; the API has them at /datasets/{address}/quality, /lineage and /findings.
     quarantine = {ds["address"]: catalog.quality(ds["address"])["quarantine"] for ds in product["datasets"]}
+    lineage = {ds["address"]: lineage_view(catalog, ds["address"], f"lineage-{ds['name']}")
+               for ds in product["datasets"]}
     context = {"title": f"{product['name']} — {product['domain']}", "product": product, "quarantine": quarantine,
-               "json_url": f"{product_url(product['address'])}.json"}
+               "lineage": lineage, "json_url": f"{product_url(product['address'])}.json"}
     return templates.TemplateResponse(request, "product.html", context)
+
+
+def lineage_view(catalog: Catalog, address: str, ident: str) -> dict[str, Any]:
+    """A dataset's lineage picture (bounded: `graph.MAX_DEPTH` steps each way, `graph.MAX_NODES` datasets) and its
+    findings. The edges are fetched one step deeper than drawn, so the page can say when the lineage goes further."""
+    deeper = graph.MAX_DEPTH + 1
+    picture = graph.picture(address, catalog.lineage(address, direction="up", depth=deeper)["edges"],
+                            catalog.lineage(address, direction="down", depth=deeper)["edges"])
+    return {"picture": picture, "svg": graph.svg(picture, ident, lineage_url), "id": ident,
+            "findings": catalog.findings(address)}
 
 
 @router.get("/datasets/{address}")
