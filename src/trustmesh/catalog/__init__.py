@@ -229,6 +229,8 @@ class Catalog:
 
         if direction not in ("up", "down"):
             raise UsageError(f"direction {direction!r} — fix: up or down")
+        if depth is not None and depth < 1:
+            raise UsageError(f"depth {depth} — fix: a number of steps of at least 1, or no depth for all of them")
         with self.store.session() as s:
             dataset, column = split_target(s, target)
             edges = walk(s, dataset, column, direction, depth)
@@ -254,7 +256,10 @@ class Catalog:
             query = select(FindingRow, DatasetRow).join(DatasetRow, (DatasetRow.address == FindingRow.dataset)
                                                         & (DatasetRow.current_version == FindingRow.version))
             if address:
-                query = query.where(FindingRow.dataset == normalise_address(address))
+                address = normalise_address(address)
+                if s.get(DatasetRow, address) is None:
+                    raise NotFound(f"no dataset {address} in the catalog — fix: see `trustmesh catalog list`")
+                query = query.where(FindingRow.dataset == address)
             return [{"dataset": f.dataset, "kind": f.kind, "severity": f.severity, "column": f.column,
                      "message": f.message, "build_id": f.build_id, "version": f.version}
                     for f, _ in s.execute(query.order_by(FindingRow.dataset, FindingRow.id)).all()]
