@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trustmesh.errors import NotFound, UsageError
-from trustmesh.metastore.schema import ColumnRow, DatasetRow, PersonRow, RoleRow
+from trustmesh.metastore.schema import ColumnRow, DatasetRow, LineageEdgeRow, PersonRow, RoleRow
 
 UNBOUNDED = 1000
-_CURRENT = ("cur AS (SELECT e.dataset, e.\"column\" AS col, e.source_dataset, e.source_column, e.type, e.subtype, "
-            "e.masking FROM tm_lineage_edges e JOIN tm_datasets d ON d.address = e.dataset "
-            "AND d.current_version = e.version)")
-_STEP = {
-    "up": ("cur.dataset = walk.dataset AND cur.col = walk.col", "cur.source_dataset, cur.source_column"),
-    "down": ("cur.source_dataset = walk.dataset AND cur.source_column = walk.col", "cur.dataset, cur.col"),
-}
+_CHUNK = 256  # frontier columns per SQLite lookup: 512 bound parameters, far below its limit
+_Edge = tuple[str, str, str, str, str, str, bool]
+_ORDER = itemgetter("depth", "source_dataset", "source_column", "dataset", "column", "type", "subtype")
+_CURRENT = (DatasetRow.address == LineageEdgeRow.dataset) & (DatasetRow.current_version == LineageEdgeRow.version)
 
 
 def split_target(session: Session, target: str) -> tuple[str, str | None]:
@@ -36,25 +35,72 @@ def split_target(session: Session, target: str) -> tuple[str, str | None]:
 
 
 def walk(session: Session, dataset: str, column: str | None, direction: str, depth: int | None) -> list[dict[str, Any]]:
-    """Every edge reachable from the dataset (or one column) going `up` or `down`, with its distance."""
-    on, nxt = _STEP[direction]
-    start = ("SELECT :dataset AS dataset, :column AS col, 0 AS depth" if column is not None else
-             "SELECT dataset, name AS col, 0 AS depth FROM tm_columns WHERE dataset = :dataset")
-    if column is None and direction == "up":
-        start = "SELECT DISTINCT dataset, col, 0 AS depth FROM cur WHERE dataset = :dataset"
-    sql = (f"WITH RECURSIVE {_CURRENT}, walk(dataset, col, depth) AS ({start} UNION "
-           f"SELECT {nxt}, walk.depth + 1 FROM walk JOIN cur ON {on} WHERE walk.depth < :depth) "
-           f"SELECT DISTINCT cur.dataset, cur.col, cur.source_dataset, cur.source_column, cur.type, cur.subtype, "
-           f"cur.masking, walk.depth + 1 FROM walk JOIN cur ON {on} WHERE walk.depth < :depth")
-    rows = session.execute(text(sql), {"dataset": dataset, "column": column, "depth": depth or UNBOUNDED}).all()
-    best: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for r in rows:
-        key = tuple(r[:7])
-        if key not in best or r[7] < best[key]["depth"]:
-            best[key] = {"dataset": r[0], "column": r[1], "source_dataset": r[2], "source_column": r[3],
-                         "type": r[4], "subtype": r[5], "masking": bool(r[6]), "depth": int(r[7])}
-    return sorted(best.values(), key=lambda e: (e["depth"], e["source_dataset"], e["source_column"], e["dataset"],
-                                                e["column"], e["type"], e["subtype"]))
+    """Every edge reachable from the dataset (or one column) going `up` or `down`, with its distance.
+
+    Breadth-first, one level at a time: each level is one indexed lookup of the frontier's edges, and a column
+    already reached is never expanded again, so a walk costs what it returns however many paths lead to a
+    column. An edge's depth is one more than the distance of the column it was reached from (its smallest).
+    """
+    limit = depth or UNBOUNDED
+    if session.autoflush:
+        session.flush()  # as `session.execute` would: the lookups below go to the session's connection directly
+    if column is not None:
+        frontier = [(dataset, column)]
+    elif direction == "up":
+        frontier = [(dataset, c) for c in session.scalars(
+            select(LineageEdgeRow.column).distinct().join(DatasetRow, _CURRENT).where(LineageEdgeRow.dataset == dataset))]
+    else:
+        frontier = [(dataset, c) for c in session.scalars(select(ColumnRow.name).where(ColumnRow.dataset == dataset))]
+    seen = set(frontier)
+    found: dict[_Edge, dict[str, Any]] = {}  # an edge is first reached at its smallest distance
+    level = 0
+    while frontier and level < limit:
+        level += 1
+        following: list[tuple[str, str]] = []
+        for r in _step(session, direction, frontier):
+            if r in found:
+                continue
+            found[r] = {"dataset": r[0], "column": r[1], "source_dataset": r[2], "source_column": r[3],
+                        "type": r[4], "subtype": r[5], "masking": bool(r[6]), "depth": level}
+            far = (r[2], r[3]) if direction == "up" else (r[0], r[1])
+            if far not in seen:
+                seen.add(far)
+                following.append(far)
+        frontier = following
+    return sorted(found.values(), key=_ORDER)
+
+
+def _step(session: Session, direction: str, nodes: list[tuple[str, str]]) -> list[_Edge]:
+    """The served versions' edges into (`up`) or out of (`down`) these columns: an indexed lookup per column.
+
+    Sent as the driver's own SQL: with hundreds of parameters, binding them by name costs more than the lookup.
+    """
+    conn = session.connection()
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    if conn.dialect.name == "postgresql":  # two array parameters: one short statement, prepared once
+        return list(conn.exec_driver_sql(_lookup(direction, 0, mark), ([d for d, _ in nodes], [c for _, c in nodes])))
+    rows: list[_Edge] = []
+    for i in range(0, len(nodes), _CHUNK):
+        chunk = nodes[i:i + _CHUNK]
+        size = 1 << (len(chunk) - 1).bit_length()  # a few statement shapes, each prepared once
+        padded = chunk + chunk[-1:] * (size - len(chunk))
+        rows += conn.exec_driver_sql(_lookup(direction, size, mark), tuple(v for node in padded for v in node))
+    return rows
+
+
+@lru_cache(maxsize=32)
+def _lookup(direction: str, size: int, mark: str) -> str:
+    """`(near column) IN (...)`, the served version checked per edge: an exact index probe per frontier column.
+
+    On SQLite the list is `SELECT ... FROM (VALUES ...)`: SQLite uses no index for a bare `IN (VALUES ...)` and,
+    for a join to the list, may build a throwaway index over the whole table. `size` 0: PostgreSQL's `unnest`.
+    """
+    near = 'e.dataset, e."column"' if direction == "up" else "e.source_dataset, e.source_column"
+    rows = (f"SELECT * FROM unnest(CAST({mark} AS text[]), CAST({mark} AS text[]))" if size == 0 else
+            f"SELECT f.column1, f.column2 FROM (VALUES {', '.join([f'({mark}, {mark})'] * size)}) AS f")
+    return ('SELECT e.dataset, e."column", e.source_dataset, e.source_column, e.type, e.subtype, e.masking '
+            f"FROM tm_lineage_edges e WHERE ({near}) IN ({rows}) "
+            "AND e.version = (SELECT d.current_version FROM tm_datasets d WHERE d.address = e.dataset)")
 
 
 def impact(session: Session, dataset: str, column: str, change: str) -> dict[str, Any]:
@@ -65,16 +111,29 @@ def impact(session: Session, dataset: str, column: str, change: str) -> dict[str
         entry = affected.setdefault(e["dataset"], {"dataset": e["dataset"], "columns": {}})
         how = "direct" if e["type"] == "DIRECT" else "indirect"
         entry["columns"].setdefault(e["column"], set()).add(f"{how} {e['subtype'].lower()}")
+    # Two lookups for all affected datasets and their domains' people, not two per dataset.
+    found: dict[str, tuple[str, str]] = {}
+    addresses = sorted(affected)
+    for i in range(0, len(addresses), _CHUNK):
+        found.update({a: (p, d) for a, p, d in session.execute(
+            select(DatasetRow.address, DatasetRow.product, DatasetRow.domain)
+            .where(DatasetRow.address.in_(addresses[i:i + _CHUNK])))})
+    domain_of = {a: found[a][1] if a in found else a.split(".")[0] for a in addresses}
+    people: dict[str, set[tuple[str, str]]] = {}
+    domains = sorted(set(domain_of.values()))
+    for i in range(0, len(domains), _CHUNK):
+        for d, role, name in session.execute(
+                select(RoleRow.domain, RoleRow.role, PersonRow.name).join(PersonRow, PersonRow.id == RoleRow.person_id)
+                .where(RoleRow.domain.in_(domains[i:i + _CHUNK]))):
+            people.setdefault(str(d), set()).add((role, name))
     datasets = []
     for address, entry in sorted(affected.items()):
-        row = session.get(DatasetRow, address)
-        domain = row.domain if row else address.split(".")[0]
-        people = session.execute(select(RoleRow.role, PersonRow).join(PersonRow, PersonRow.id == RoleRow.person_id)
-                                 .where(RoleRow.domain == domain)).all()
+        domain = domain_of[address]
+        roles = people.get(domain, set())
         datasets.append({
-            "dataset": address, "product": row.product if row else None, "domain": domain,
+            "dataset": address, "product": found[address][0] if address in found else None, "domain": domain,
             "columns": [{"column": c, "via": sorted(v), "effect": _effect(change, v)} for c, v in sorted(entry["columns"].items())],
-            "owners": {role: sorted({p.name for r, p in people if r == role})
+            "owners": {role: sorted({n for r, n in roles if r == role})
                        for role in ("data-owner", "data-domain-steward", "data-product-owner")},
             "consumers": [],  # grants arrive with access requests
         })

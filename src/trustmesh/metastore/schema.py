@@ -12,6 +12,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     String,
     Text,
@@ -236,6 +237,11 @@ class LineageEdgeRow(Base):
     """One column-level edge of a published version's lineage: source column → output column, and how."""
 
     __tablename__ = "tm_lineage_edges"
+    __table_args__ = (
+        Index("ix_tm_lineage_edges_target", "dataset", "version", "column"),
+        Index("ix_tm_lineage_edges_source", "source_dataset", "source_column"),
+        Index("ix_tm_lineage_edges_column", "dataset", "column", "version"),  # upstream walks (migration 0004)
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     dataset: Mapped[str] = mapped_column(String(400))
     version: Mapped[int] = mapped_column(Integer)
