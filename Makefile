@@ -29,6 +29,7 @@ test: venv
 bench: venv
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/quality.py
+	$(BIN)/python bench/lineage.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
