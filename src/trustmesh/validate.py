@@ -10,15 +10,11 @@ from pathlib import Path
 from trustmesh.descriptors import InputPort, Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import ProductSql, parse_product_sql
 from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, type_fits
+from trustmesh.engines.duckdb import DEFAULT_TYPES
 from trustmesh.errors import Problem
 from trustmesh.plan import cycle_problems
 from trustmesh.quality import QualityRule, compile_quality, dataset_rules
 from trustmesh.quality.freshness import sla_problems
-
-DEFAULT_TYPES = {
-    "integer": "BIGINT", "number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
-    "timestamp": "TIMESTAMP", "time": "TIME", "array": "VARCHAR[]", "object": "VARCHAR",
-}
 
 
 def view_name(reference: str) -> str:

@@ -90,7 +90,8 @@ class Catalog:
             by_role.setdefault(role, []).append({"id": person.id, "name": person.name, "email": person.email})
         return by_role
 
-    def show(self, address: str) -> dict[str, Any]:
+    def show(self, address: str, *, owners: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+        """A dataset as the catalog knows it; `owners` spares the lookup when the caller has them already."""
         address = normalise_address(address)
         with self.store.session() as s:
             ds = s.get(DatasetRow, address)
@@ -122,7 +123,7 @@ class Catalog:
                         .order_by(QualityResultRow.id))] if latest else [],
                 },
             }
-        out["owners"] = self.owners(ds.domain)
+        out["owners"] = owners if owners is not None else self.owners(ds.domain)
         return out
 
     def product(self, address: str) -> dict[str, Any]:
@@ -140,9 +141,10 @@ class Catalog:
                     "inputs": product.inputs, "sector": domain.sector if domain else None,
                     "domain_kind": domain.kind if domain else None,
                     "built_at": product.built_at.isoformat() if product.built_at else None}
-        shown = [{**self.show(a), "versions": self.versions(a)} for a in datasets]
+        owners = self.owners(product.domain)  # one domain, one lookup, for every dataset of the product
+        shown = [{**self.show(a, owners=owners), "versions": self.versions(a)} for a in datasets]
         scores = [d["quality"]["score"] for d in shown if d["quality"]["score"] is not None]
-        return {**info, "owners": self.owners(product.domain), "datasets": shown,
+        return {**info, "owners": owners, "datasets": shown,
                 "quality_score": round(sum(scores) / len(scores), 1) if scores else None,
                 "stale": any(d["quality"]["freshness"]["stale"] for d in shown)}
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from trustmesh.descriptors.loader import load_mesh, standard_problems
 from trustmesh.descriptors.models import DATASET_PATTERN, NAME_PATTERN, ClassificationScheme, DomainSpec
+from trustmesh.engines.duckdb import DEFAULT_TYPES
 from trustmesh.errors import UsageError
 from trustmesh.standards import ODCS
 from trustmesh.yamlfile import dump_yaml, load_yaml, readable_path
@@ -30,8 +31,7 @@ LEVEL_MAP = {"public": "official-open", "open": "official-open", "unclassified":
              "sensitive": "restricted", "confidential": "confidential", "secret": "secret",
              "top-secret": "top-secret", "top secret": "top-secret"}
 FALLBACK_LEVEL = "official-closed"
-CAST_TYPES = {"integer": "BIGINT", "number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
-              "timestamp": "TIMESTAMP", "time": "TIME", "array": "VARCHAR[]", "object": "JSON"}
+CAST_TYPES = {**DEFAULT_TYPES, "object": "JSON"}  # an imported object column keeps its structure
 _SAFE_TYPE = re.compile(r"^[A-Za-z][A-Za-z0-9_ ]*(\(\s*\d+\s*(,\s*\d+\s*)?\))?(\[\])?$")
 
 

@@ -28,6 +28,10 @@ _PUBLISH_OVERRIDES = {  # types Iceberg (and Spark) cannot read as DuckDB writes
     "UUID": "VARCHAR",
     "INTERVAL": "VARCHAR",
 }
+DEFAULT_TYPES = {  # the DuckDB type standing for an ODCS logical type when a contract gives no physicalType
+    "integer": "BIGINT", "number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
+    "timestamp": "TIMESTAMP", "time": "TIME", "array": "VARCHAR[]", "object": "VARCHAR",
+}
 READER_OPTIONS = {
     "csv": {"delim", "sep", "header", "quote", "escape", "nullstr", "dateformat", "timestampformat", "skip",
             "columns", "types", "auto_detect", "sample_size", "all_varchar", "decimal_separator", "comment", "encoding"},
