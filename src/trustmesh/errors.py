@@ -85,6 +85,24 @@ class BuildFailed(TrustmeshError):
         super().__init__(f"{product}: {message}{detail}")
 
 
+class Unauthenticated(TrustmeshError, PermissionError):
+    """No identity, or a forged, expired or revoked token."""
+
+    http_status = 401
+
+
+class Forbidden(TrustmeshError, PermissionError):
+    """The principal is known but may not do this (decide another domain's request, read the audit log...)."""
+
+    http_status = 403
+
+
+class Conflict(TrustmeshError):
+    """The thing changed state first: already decided, withdrawn, expired, or decided at the same instant."""
+
+    http_status = 409
+
+
 class MetastoreUnavailable(TrustmeshError, ConnectionError):
     """The metastore database cannot be reached or opened."""
 

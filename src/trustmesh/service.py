@@ -10,6 +10,11 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
+from trustmesh.access.model import Directory
+from trustmesh.access.policy import mesh_policy_files
+from trustmesh.access.tokens import Tokens
+from trustmesh.access.trail import AuditTrail
+from trustmesh.access.workflow import AccessService, Clock
 from trustmesh.build import BuildContext, BuildResult, build
 from trustmesh.build.events import RunEvents
 from trustmesh.build.runner import Progress
@@ -21,9 +26,11 @@ from trustmesh.errors import InvalidMesh, Problem
 from trustmesh.lineage.openlineage import LineageEmitter, default_events_path
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import iceberg_catalog
+from trustmesh.metastore.schema import utcnow
 from trustmesh.validate import check_mesh
 
 MESH_ENV = "TRUSTMESH_MESH"
+USER_ENV = "TRUSTMESH_USER"
 
 
 def find_mesh_root(start: Path | str | None = None) -> Path:
@@ -42,15 +49,18 @@ def find_mesh_root(start: Path | str | None = None) -> Path:
 class Workspace:
     """A mesh repo and the platform around it (metastore, warehouse, engine), opened lazily."""
 
-    def __init__(self, root: Path, *, metastore_url: str | None = None) -> None:
+    def __init__(self, root: Path, *, metastore_url: str | None = None, clock: Clock = utcnow) -> None:
         self.root = root.resolve()
         self._metastore_url = metastore_url
         self._iceberg: Any = None
         self._lock = threading.Lock()
+        self.clock = clock
+        self._directory: tuple[Any, Directory] | None = None
 
     @classmethod
-    def open(cls, root: Path | str | None = None, *, metastore_url: str | None = None) -> Workspace:
-        return cls(find_mesh_root(root), metastore_url=metastore_url)
+    def open(cls, root: Path | str | None = None, *, metastore_url: str | None = None,
+             clock: Clock = utcnow) -> Workspace:
+        return cls(find_mesh_root(root), metastore_url=metastore_url, clock=clock)
 
     @property
     def mesh(self) -> Mesh:
@@ -98,6 +108,30 @@ class Workspace:
     def catalog(self) -> Catalog:
         return Catalog(self.store, self.iceberg)
 
+    def directory(self) -> Directory:
+        """People, products and datasets as the repo declares them now (re-read only when a file changed)."""
+        stamp = _tree_stamp(self.root)
+        with self._lock:
+            if self._directory is None or self._directory[0] != stamp:
+                self._directory = (stamp, Directory.from_mesh(self.mesh))
+            return self._directory[1]
+
+    def mesh_policies(self) -> str:
+        """The mesh's own global Cedar policies (`governance/*.cedar`)."""
+        return "".join(p.read_text() + "\n" for p in mesh_policy_files(self.root))
+
+    @cached_property
+    def access(self) -> AccessService:
+        return AccessService(self.store, self.directory, clock=self.clock, extra_policies=self.mesh_policies)
+
+    @cached_property
+    def tokens(self) -> Tokens:
+        return Tokens(self.store, self.directory, self.clock, self.config.platform.oidc, self.root)
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        return AuditTrail(self.store, self.directory)
+
     def validate(self) -> list[Problem]:
         """Every problem in the repo — standards, trustmesh rules, SQL against contracts — at once."""
         mesh, problems = load_mesh(self.root, strict=False)
@@ -115,11 +149,14 @@ class Workspace:
         parsed = make_url(self.metastore_url)
         return parsed.get_backend_name() != "sqlite" or bool(parsed.database and Path(parsed.database).exists())
 
-    def build(self, selector: str | None = None, *, full: bool = False, progress: Progress | None = None) -> BuildResult:
+    def build(self, selector: str | None = None, *, full: bool = False, progress: Progress | None = None,
+              actor: str | None = None) -> BuildResult:
         mesh = self.mesh
         events = RunEvents(mesh, self.lineage_emitter())
         ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg)
         ctx.events = events
+        ctx.access = self.access
+        ctx.actor = actor or os.environ.get(USER_ENV) or _os_user()
         return build(ctx, selector, full=full, progress=progress)
 
     def lineage_emitter(self) -> LineageEmitter:
@@ -132,7 +169,7 @@ class Workspace:
 
     def compiled_quality(self, address: str) -> Any:
         """The SQL that checks a dataset, as the build runs it (from the repo's contract and benchmarks)."""
-        from trustmesh.catalog import normalise_address
+        from trustmesh.descriptors.addresses import normalise_address
         from trustmesh.errors import NotFound
         from trustmesh.quality import compile_quality, dataset_rules
 
@@ -149,3 +186,26 @@ class Workspace:
     def close(self) -> None:
         if "store" in self.__dict__:
             self.store.dispose()
+
+
+def _tree_stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
+    """Every descriptor's path, size and modification time: changes whenever the repo's declarations do."""
+    files = [root / "mesh.yaml", *root.glob("domains/**/*.yaml"), *root.glob("domains/**/*.yml"),
+             *root.glob("governance/*.cedar")]
+    stamp = []
+    for f in sorted(files):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        stamp.append((str(f), st.st_size, st.st_mtime_ns))
+    return tuple(stamp)
+
+
+def _os_user() -> str:
+    import getpass
+
+    try:
+        return f"os:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "os:unknown"

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from trustmesh.descriptors import Mesh, Product
 from trustmesh.lineage.model import DatasetLineage
 from trustmesh.lineage.privacy import Finding
-from trustmesh.metastore import Metastore
+from trustmesh.metastore import Metastore, audit
 from trustmesh.metastore.iceberg import table_identifier
 from trustmesh.metastore.registry import register_product
 from trustmesh.metastore.schema import (
@@ -92,7 +92,8 @@ def commit_snapshots(catalog: Any, candidates: list[Candidate]) -> None:
         fault_point("publish.after-snapshot")
 
 
-def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_s: float) -> dict[str, int]:
+def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_s: float,
+                       actor: str = "trustmesh") -> dict[str, int]:
     """Phase 2: one transaction registers the product and moves every dataset to its new version, or none."""
     versions: dict[str, int] = {}
     fault_point("publish.before-record")
@@ -128,6 +129,9 @@ def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_
                                     duration_s=duration_s, finished_at=now,
                                     message=", ".join(f"{a} v{v}" for a, v in versions.items())))
         session.flush()
+        audit.append(session, "product.published", actor, pub.product.address, {
+            "build": pub.build_id, "versions": versions, "rows": sum(c.rows for c in pub.candidates),
+            "snapshots": {c.address: c.snapshot_id for c in pub.candidates}}, at=now)
         fault_point("publish.before-commit")
     return versions
 

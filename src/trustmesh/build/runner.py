@@ -12,6 +12,9 @@ from typing import Any, Protocol
 
 import sqlglot
 
+from trustmesh.access.model import Directory
+from trustmesh.access.policy import Authorizer
+from trustmesh.access.workflow import AccessService
 from trustmesh.build.compat import breaking_change_problems
 from trustmesh.build.events import RunEvents
 from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
@@ -30,7 +33,7 @@ from trustmesh.engines import Engine, EngineSession, QueryFailed
 from trustmesh.errors import BuildFailed, InvalidMesh, Problem
 from trustmesh.lineage.extract import extract_lineage
 from trustmesh.lineage.privacy import lineage_findings
-from trustmesh.metastore import Metastore
+from trustmesh.metastore import Metastore, audit
 from trustmesh.metastore.iceberg import snapshot_files
 from trustmesh.metastore.registry import register_domains
 from trustmesh.metastore.schema import BuildRow, ProductBuildRow, utcnow
@@ -56,6 +59,55 @@ class BuildContext:
     warehouse: Path
     catalog: Callable[[], Any]
     events: RunEvents | None = None
+    access: AccessService | None = None  # None: no access control (a bare build context in tests of the engine)
+    actor: str = "trustmesh"
+    _authorizer: Authorizer | None = None
+
+    def authorizer(self) -> Authorizer | None:
+        """Decisions over the grants active when the build started (one Cedar entity graph per build)."""
+        if self.access is not None and self._authorizer is None:
+            self._authorizer = self.access.authorizer(directory=Directory.from_mesh(self.mesh))
+        return self._authorizer
+
+
+@dataclass(frozen=True)
+class InputAccess:
+    """What a product may read of another domain's dataset: the columns in the clear, the ones withheld."""
+
+    address: str
+    columns: list[str]
+    withheld: dict[str, str]  # column → mask | deny
+    policies: list[str]
+
+
+def input_access(ctx: BuildContext, product: Product) -> dict[str, InputAccess]:
+    """A product reading another domain's output port is a consumer: it needs an active grant, like anyone.
+
+    Columns the grant does not cover are withheld from the product's SQL, and so is personal data the
+    grant does not unmask. Raises BuildFailed, naming the request to file, when there is no grant.
+    """
+    authorizer = ctx.authorizer()
+    if authorizer is None:
+        return {}
+    directory = authorizer.directory
+    principal = directory.principals[product.address]
+    found: dict[str, InputAccess] = {}
+    for address in product.upstream_addresses:
+        ds = directory.datasets.get(address)
+        if ds is None or ds.domain == product.domain:
+            continue
+        decision = authorizer.explain(principal, ds, ctx.access.clock() if ctx.access else utcnow())
+        if not decision.allowed:
+            raise BuildFailed(product.address, f"no grant to read {address} of the {ds.domain} domain", [Problem(
+                product.file, f"{product.address} reads {address} of another domain without an active grant: "
+                f"{decision.reason}",
+                fix=f"a {product.domain} data product owner asks: `trustmesh access request {address} --for "
+                    f"{product.address} --purpose '...' --purpose-category product-input --days 365`, and a "
+                    f"{ds.domain} steward approves it")])
+        clear = [c for c, v in decision.columns.items() if v == "allow"]
+        withheld = {c: v for c, v in decision.columns.items() if v != "allow"}
+        found[address] = InputAccess(address, clear, withheld, decision.policies)
+    return found
 
 
 @dataclass
@@ -113,8 +165,7 @@ def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
     session = ctx.engine.session()
     try:
         with ctx.store.session() as meta:
-            changed = [a for a in order if full or not is_current(
-                meta, ctx.mesh.products[a], fingerprint(ctx.mesh, meta, ctx.mesh.products[a], ctx.engine.name))]
+            changed = [a for a in order if full or not _current(ctx, meta, ctx.mesh.products[a])]
             problems = breaking_change_problems(meta, ctx.mesh, changed)
         problems += check_mesh(ctx.mesh, ctx.engine, changed, session=session)
         if any(p.severity == "error" for p in problems):
@@ -164,7 +215,30 @@ def _run(ctx: BuildContext, session: EngineSession, order: list[str], selector: 
         assert row is not None
         row.finished_at = utcnow()
         row.status = "succeeded" if all(r.status in ("published", "skipped") for r in results) else "failed"
+        counts: dict[str, list[str]] = {}
+        for r in results:
+            counts.setdefault(r.status, []).append(r.address)
+        audit.append(meta, "build.finished", ctx.actor, selector or "mesh", {
+            "build": build_id, "status": row.status, "full": full, **counts,
+            "failures": {r.address: r.message for r in results if r.status in ("failed", "blocked")}},
+            at=row.finished_at)
     return BuildResult(build_id, results, list(ctx.events.problems) if ctx.events else [])
+
+
+def _fingerprint(ctx: BuildContext, meta: Any, product: Product, access: dict[str, InputAccess]) -> Fingerprint:
+    """The product's fingerprint, counting what its grants let it read: a changed grant rebuilds it."""
+    fp = fingerprint(ctx.mesh, meta, product, ctx.engine.name)
+    for address, granted in sorted(access.items()):
+        fp.digest.update(f"access {address} {granted.columns} {sorted(granted.withheld.items())}".encode())
+    return fp
+
+
+def _current(ctx: BuildContext, meta: Any, product: Product) -> bool:
+    try:
+        access = input_access(ctx, product)
+    except BuildFailed:
+        return False
+    return is_current(meta, product, _fingerprint(ctx, meta, product, access))
 
 
 def _done(result: ProductResult) -> Future[ProductResult]:
@@ -188,19 +262,21 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
         return _done(ProductResult(product.address, status, duration_s=time.perf_counter() - started, **kw))
 
     run = None
+    access: dict[str, InputAccess] = {}
     try:
+        access = input_access(ctx, product)
         with ctx.store.session() as meta:
-            fp = fingerprint(ctx.mesh, meta, product, ctx.engine.name)
+            fp = _fingerprint(ctx, meta, product, access)
             if not full and is_current(meta, product, fp):
                 return outcome("skipped", message="unchanged since the last build")
         run = ctx.events.start(product) if ctx.events else None
-        origins = _bind_inputs(ctx, session, product, fp, progress)
+        origins = _bind_inputs(ctx, session, product, fp, progress, access)
         if fp.unread and not full:
             with ctx.store.session() as meta:
                 fp.unread = []
                 if is_current(meta, product, fp):
                     return outcome("skipped", message="unchanged since the last build")
-        candidates = [_transform(ctx, session, product, output, build_id, progress, origins)
+        candidates = [_transform(ctx, session, product, output, build_id, progress, origins, access)
                       for output in product.outputs]
     except BuildFailed as exc:
         for output in product.outputs:  # candidates of datasets that passed are never published now
@@ -219,7 +295,7 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
         progress.step(product.address, "publish")
         commit_snapshots(ctx.catalog(), candidates)
         pub = Publication(product, build_id, fp.value, fp.inputs, candidates, findings)
-        versions = record_publication(ctx.store, ctx.mesh, pub, time.perf_counter() - started)
+        versions = record_publication(ctx.store, ctx.mesh, pub, time.perf_counter() - started, ctx.actor)
         if ctx.events and run is not None:
             ctx.events.complete(run, [(o, c.lineage, c.report, versions.get(o.address))
                                       for o, c in zip(product.outputs, candidates, strict=True)])
@@ -230,7 +306,7 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
 
 
 def _bind_inputs(ctx: BuildContext, session: EngineSession, product: Product, fp: Fingerprint,
-                 progress: Progress) -> dict[str, str]:
+                 progress: Progress, access: dict[str, InputAccess]) -> dict[str, str]:
     """Land external inputs as bronze and bind every input as a view; reads database inputs into `fp`.
 
     Returns where each bronze file came from, so errors name the user's file, not the copy.
@@ -252,8 +328,9 @@ def _bind_inputs(ctx: BuildContext, session: EngineSession, product: Product, fp
             files = landed.files
         else:
             files = _upstream_files(ctx, product, fp.inputs[port.name])
+        granted = access.get(port.source.address or "")
         for ref in {port.name, port.source.address} - {None}:
-            session.bind_parquet(view_name(str(ref)), files)
+            session.bind_parquet(view_name(str(ref)), files, granted.columns if granted else None)
     return origins
 
 
@@ -267,7 +344,7 @@ def _upstream_files(ctx: BuildContext, product: Product, record: dict[str, Any])
 
 
 def _transform(ctx: BuildContext, session: EngineSession, product: Product, output: OutputDataset, build_id: str,
-               progress: Progress, origins: dict[str, str]) -> Candidate:
+               progress: Progress, origins: dict[str, str], access: dict[str, InputAccess]) -> Candidate:
     """Run one dataset's SQL straight into its candidate Parquet file, then check the file against the contract.
 
     The query's types are checked before it runs; required/primary-key checks scan the written file. A
@@ -296,7 +373,7 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
         session.write_parquet(f"SELECT {', '.join(select_list)} FROM ({bound}) AS result", str(path))
     except QueryFailed as exc:
         path.unlink(missing_ok=True)
-        raise _query_failure(product, output, exc, origins) from exc
+        raise _query_failure(product, output, exc, origins, access) from exc
     progress.step(product.address, f"check {output.name}")
     table = f"cand__{output.name}"
     session.bind_parquet(table, [str(path)])
@@ -324,9 +401,18 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
                      report=report, lineage=lineage)
 
 
-def _query_failure(product: Product, output: OutputDataset, exc: QueryFailed, origins: dict[str, str]) -> BuildFailed:
-    """Blame the input file when the engine names one (a malformed row), else the SQL."""
+def _query_failure(product: Product, output: OutputDataset, exc: QueryFailed, origins: dict[str, str],
+                   access: dict[str, InputAccess]) -> BuildFailed:
+    """Blame the input file when the engine names one (a malformed row), else access control, else the SQL."""
     message = str(exc)
+    withheld = [(a, c, v) for a, granted in access.items() for c, v in granted.withheld.items() if c in message]
+    if withheld:
+        address, column, how = withheld[0]
+        why = "is personal data the grant does not unmask" if how == "mask" else "is not covered by the grant"
+        return BuildFailed(product.address, f"{output.name} reads {address}.{column}, which {why}", [Problem(
+            output.sql_file, f"{address}.{column} {why}, so it is withheld from {product.address}: {message}",
+            fix=f"stop reading {column}, or ask for it: `trustmesh access request {address} --for {product.address}"
+                + (f" --unmask {column}" if how == "mask" else f" --columns ...,{column}") + " ...`")])
     sources = [origin for copy, origin in origins.items() if copy in exc.detail]
     for copy, origin in origins.items():
         message = message.replace(copy, origin)

@@ -9,13 +9,13 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from trustmesh.catalog import normalise_address
 from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
 from trustmesh.cli.render import console, print_json, table
 from trustmesh.contracts import published_contract, repo_contract
 from trustmesh.contracts.diff import ContractDiff, diff_contracts, next_major
 from trustmesh.contracts.export import export_contract
 from trustmesh.contracts.importer import import_contract
+from trustmesh.descriptors.addresses import normalise_address
 from trustmesh.errors import UsageError
 from trustmesh.service import Workspace
 from trustmesh.yamlfile import dump_yaml, load_yaml

@@ -17,6 +17,8 @@ DOMAIN_ROLES = ["data-owner", "data-domain-steward", "data-product-owner", "deve
 MESH_ROLES = ["governance-admin", "auditor"]
 PRODUCT_KINDS = ["source-aligned", "aggregated", "consumer-aligned"]
 TIERS = ["bronze", "silver", "gold"]
+PURPOSE_CATEGORIES = ["policy-analysis", "research", "statistics", "operations", "service-delivery",
+                      "audit-and-compliance", "product-input"]
 
 
 class Strict(BaseModel):
@@ -58,6 +60,28 @@ class Platform(Strict):
     engine: Literal["duckdb"] = "duckdb"
     openlineage_url: str | None = Field(None, alias="openlineageUrl")  # else events go to a JSONL file
     openlineage_api_key_env: str | None = Field(None, alias="openlineageApiKeyEnv")
+    oidc: Oidc | None = None
+
+
+class Oidc(Strict):
+    """OIDC/JWT bearer tokens, verified offline against a key set file (JWKS) from the issuer."""
+
+    issuer: str
+    audience: str
+    jwks: str  # path to the issuer's JWKS document, relative to the mesh folder
+    claim: str = "preferred_username"  # the claim naming the person: their id, or their email
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+
+
+class AccessSettings(Strict):
+    """The access workflow's rules for this mesh."""
+
+    default_clearance: str = Field("restricted", alias="defaultClearance")  # for people who declare none
+    max_days: int = Field(365, alias="maxDays", ge=1, le=3650)  # the longest grant anyone may request
+    request_days: int = Field(30, alias="requestDays", ge=1, le=365)  # a request still pending then expires
+    two_level_from: str = Field("confidential", alias="twoLevelFrom")  # and sensitive-high, and any unmask
+    purpose_categories: list[str] = Field(default_factory=lambda: list(PURPOSE_CATEGORIES), min_length=1,
+                                          alias="purposeCategories")
 
 
 class MeshConfig(Strict):
@@ -65,6 +89,7 @@ class MeshConfig(Strict):
     description: str = ""
     platform: Platform = Field(default_factory=lambda: Platform.model_validate({}))
     governance: Governance = Field(default_factory=Governance)
+    access: AccessSettings = Field(default_factory=lambda: AccessSettings.model_validate({}))
     people: list[Person] = []
 
 

@@ -128,8 +128,12 @@ class DuckDBSession:
             pinned = self._dialects[key] = found.group(1)
         return f"read_csv({literal(path)}{pinned}"
 
-    def bind_parquet(self, view: str, files: list[str]) -> None:
-        self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM read_parquet({literal(files)})")
+    def bind_parquet(self, view: str, files: list[str], columns: list[str] | None = None) -> None:
+        """A view over Parquet files; with `columns`, only those columns exist in it."""
+        projection = ", ".join(quote(c) for c in columns) if columns is not None else "*"
+        if columns is not None and not columns:
+            projection = "NULL AS no_column_granted"
+        self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT {projection} FROM read_parquet({literal(files)})")
 
     def bind_empty(self, view: str, columns: list[ColumnType]) -> None:
         cols = ", ".join(f"NULL::{c.type} AS {quote(c.name)}" for c in columns)

@@ -266,3 +266,103 @@ class FindingRow(Base):
     build_id: Mapped[str] = mapped_column(String(64))
     version: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column()
+
+
+class AccessRequestRow(Base):
+    """A request for a grant: who asks, for whom, which dataset and columns, why, for how long (migration 0005)."""
+
+    __tablename__ = "tm_access_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    requester: Mapped[str] = mapped_column(String(200), index=True)
+    principal: Mapped[str] = mapped_column(String(400), index=True)
+    principal_kind: Mapped[str] = mapped_column(String(20))
+    dataset: Mapped[str] = mapped_column(String(400), index=True)
+    domain: Mapped[str] = mapped_column(String(200), index=True)
+    columns: Mapped[list[Any] | None] = mapped_column(JSON)  # None: every column
+    unmask: Mapped[list[Any]] = mapped_column(default=list)
+    purpose: Mapped[str] = mapped_column(Text)
+    purpose_category: Mapped[str] = mapped_column(String(100))
+    days: Mapped[int] = mapped_column(Integer)
+    levels: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    revision: Mapped[int] = mapped_column(Integer, default=0)  # bumped by every change: a stale writer changes nothing
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()  # a request still pending then expires
+    decided_at: Mapped[datetime | None] = mapped_column()
+    reason: Mapped[str] = mapped_column(Text, default="")
+    grant_id: Mapped[int | None] = mapped_column(Integer)
+
+
+class AccessDecisionRow(Base):
+    """One approver's decision at one level of a request; one decision per level."""
+
+    __tablename__ = "tm_access_decisions"
+    __table_args__ = (UniqueConstraint("request_id", "level"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int] = mapped_column(Integer, ForeignKey("tm_access_requests.id"), index=True)
+    level: Mapped[int] = mapped_column(Integer)
+    approver: Mapped[str] = mapped_column(String(200))
+    decision: Mapped[str] = mapped_column(String(20))  # approve | reject
+    note: Mapped[str] = mapped_column(Text, default="")
+    decided_at: Mapped[datetime] = mapped_column()
+
+
+class GrantRow(Base):
+    """What a principal may read of a dataset, why and until when; made only by an approved request."""
+
+    __tablename__ = "tm_grants"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    request_id: Mapped[int | None] = mapped_column(Integer, ForeignKey("tm_access_requests.id"), unique=True)
+    principal: Mapped[str] = mapped_column(String(400), index=True)
+    principal_kind: Mapped[str] = mapped_column(String(20))
+    dataset: Mapped[str] = mapped_column(String(400), index=True)
+    domain: Mapped[str] = mapped_column(String(200))
+    columns: Mapped[list[Any] | None] = mapped_column(JSON)
+    unmask: Mapped[list[Any]] = mapped_column(default=list)
+    purpose: Mapped[str] = mapped_column(Text)
+    purpose_category: Mapped[str] = mapped_column(String(100))
+    approvers: Mapped[list[Any]] = mapped_column(default=list)
+    granted_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    state: Mapped[str] = mapped_column(String(20), index=True)  # active | expired | revoked
+    ended_at: Mapped[datetime | None] = mapped_column()
+    revoked_by: Mapped[str | None] = mapped_column(String(200))
+    revoke_reason: Mapped[str] = mapped_column(Text, default="")
+
+
+class AuditRow(Base):
+    """One entry of the append-only audit chain: each carries the hash of the one before it."""
+
+    __tablename__ = "tm_audit"
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[datetime] = mapped_column(index=True)
+    type: Mapped[str] = mapped_column(String(100), index=True)
+    actor: Mapped[str] = mapped_column(String(400), index=True)
+    subject: Mapped[str] = mapped_column(String(600), index=True)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class AuditHeadRow(Base):
+    """The chain's newest sequence number and hash, one row; appenders queue on it, so the chain never forks."""
+
+    __tablename__ = "tm_audit_head"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger)
+    hash: Mapped[str] = mapped_column(String(64))
+
+
+class ApiTokenRow(Base):
+    """An API token of a person; only its SHA-256 is kept, so the metastore cannot give tokens away."""
+
+    __tablename__ = "tm_api_tokens"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    principal: Mapped[str] = mapped_column(String(200), index=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+    last_used_at: Mapped[datetime | None] = mapped_column()

@@ -1,0 +1,1 @@
+"""Access: principals, the request → approve → grant workflow, Cedar decisions, API tokens."""

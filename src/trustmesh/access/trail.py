@@ -1,0 +1,46 @@
+"""Reading the audit trail: for auditors and governance admins; anyone may verify the chain."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from datetime import datetime
+from typing import Any
+
+from trustmesh.access.model import Directory
+from trustmesh.errors import Forbidden, NotFound
+from trustmesh.metastore import Metastore, audit
+
+READERS = ("auditor", "governance-admin")
+
+
+class AuditTrail:
+    def __init__(self, store: Metastore, directory: Callable[[], Directory]) -> None:
+        self.store = store
+        self._directory = directory
+
+    def _reader(self, actor: str) -> None:
+        who = self._directory().principals.get(actor)
+        if who is None:
+            raise NotFound(f"no principal {actor!r} in this mesh — fix: act as a person declared under `people:`")
+        if not any(who.has_role(r) for r in READERS):
+            raise Forbidden(f"{actor} may not read the audit trail: that takes an auditor or a governance admin")
+
+    def log(self, actor: str, *, by: str | None = None, subject: str | None = None, type: str | None = None,
+            since: datetime | None = None, limit: int | None = 200) -> list[dict[str, Any]]:
+        """Entries matching the filters, newest first."""
+        self._reader(actor)
+        with self.store.session() as session:
+            return [audit.to_dict(r) for r in audit.entries(session, actor=by, subject=subject, type=type, since=since,
+                                                            limit=limit, newest_first=True)]
+
+    def export(self, actor: str) -> Iterator[str]:
+        """Every entry as one JSON line, oldest first, with its hashes, for an external archive."""
+        self._reader(actor)
+        with self.store.session() as session:
+            for row in audit.entries(session):
+                yield json.dumps(audit.to_dict(row), sort_keys=True, ensure_ascii=False)
+
+    def verify(self, expect_head: str | None = None) -> dict[str, Any]:
+        with self.store.session() as session:
+            return audit.verify(session, expect_head).to_dict()
