@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import uuid
@@ -10,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshfactory import base_files, write_files
+from meshfactory import base_files, grant_product_inputs, write_files
 
+from trustmesh.errors import InvalidMesh, MetastoreUnavailable
 from trustmesh.service import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,14 +28,21 @@ def files() -> dict[str, Any]:
 
 @pytest.fixture
 def make_mesh(tmp_path: Path) -> Any:
-    """make_mesh(files, **overrides) → a Workspace on a fresh mesh folder written from the dicts."""
+    """make_mesh(files, **overrides) → a Workspace on a fresh mesh folder written from the dicts.
+
+    With `grants` (the default) every product reading another domain gets its grant through the access
+    workflow, as a mesh's people would do before its first build.
+    """
     opened: list[Workspace] = []
 
-    def make(files: dict[str, Any] | None = None, metastore_url: str | None = None) -> Workspace:
+    def make(files: dict[str, Any] | None = None, metastore_url: str | None = None, grants: bool = True) -> Workspace:
         root = tmp_path / f"mesh{len(opened)}"
         write_files(root, files if files is not None else base_files())
         ws = Workspace.open(root, metastore_url=metastore_url)
         opened.append(ws)
+        if grants:
+            with contextlib.suppress(InvalidMesh, MetastoreUnavailable):  # a test of a broken mesh or metastore
+                grant_product_inputs(ws)
         return ws
 
     yield make

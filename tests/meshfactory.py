@@ -110,3 +110,29 @@ def write_files(root: Path, files: dict[str, Any]) -> Path:
         else:
             path.write_text(dump_yaml(content), encoding="utf-8")
     return root
+
+
+def grant_product_inputs(ws: Any, days: int = 365) -> list[str]:
+    """Run the access workflow for every product that reads another domain: its domain's developer asks,
+    the provider's steward (then data owner, for two levels) approves. Returns the grant ids."""
+    from trustmesh.access.model import PRODUCT
+
+    directory = ws.directory()
+    grants = []
+    for principal in directory.principals.values():
+        if principal.kind != PRODUCT:
+            continue
+        product = directory.mesh.products[principal.id]
+        for address in product.upstream_addresses:
+            ds = directory.datasets.get(address)
+            if ds is None or ds.domain == product.domain:
+                continue
+            asker = next(p.id for p in directory.principals.values()
+                         if p.kind == "person" and product.domain in p.member_of())
+            req = ws.access.request(asker, address, purpose=f"Input of {product.address}, built nightly",
+                                    purpose_category="product-input", days=days, for_product=product.address,
+                                    unmask=ds.personal_columns or None)
+            while req["state"] == "pending":
+                req = ws.access.approve(req["awaiting"][0], req["id"], note="input port reviewed")
+            grants.append(req["grant"])
+    return grants

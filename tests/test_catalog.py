@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from trustmesh.cli import app
 from trustmesh.demo import write_demo
+from trustmesh.demo.access import seed_access
 from trustmesh.errors import NotFound, UsageError
 from trustmesh.service import Workspace
 
@@ -24,6 +25,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     root = tmp_path_factory.mktemp("demo") / "mesh"
     write_demo(root)
     ws = Workspace.open(root)
+    seed_access(ws)
     result = ws.build()
     assert result.ok, [r.to_dict() for r in result.products if r.status != "published"]
     yield ws

@@ -98,10 +98,12 @@ SHOP = "domains/alpha/products/shop-dp"
 
 def test_demo_lineage_crosses_three_domains_and_names_who_a_change_hurts(tmp_path: Path) -> None:
     from trustmesh.demo import write_demo
+    from trustmesh.demo.access import seed_access
     from trustmesh.service import Workspace
 
     write_demo(tmp_path / "demo")
     ws = Workspace.open(tmp_path / "demo")
+    seed_access(ws)
     assert ws.build("+transport-tc.delay-weather-dp").ok
     up = ws.catalog.lineage("transport-tc.delay-weather-dp.delay_by_weather_route")
     assert {"bts.flights-dp.flights", "noaa.weather-dp.weather", "faa.airports-dp.airports"} <= set(up["datasets"])

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from meshfactory import grant_product_inputs
 
 from trustmesh.scaffold import init_mesh, new_domain, new_product
 from trustmesh.service import Workspace
@@ -96,6 +97,7 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     patients = root / "domains/health/products/patients-dp/contracts/patients.odcs.yaml"
     _edit_yaml(patients, _personal_category)
     ws = Workspace.open(root)
+    grant_product_inputs(ws)
     result = ws.build()
     assert result.ok, result.to_dict()
     _edit_yaml(patients, _impossible_row_count)

@@ -405,12 +405,14 @@ def demo(
     Example: `trustmesh demo demo-mesh --port 8000`
     """
     from trustmesh.demo import write_demo
+    from trustmesh.demo.access import seed_access
 
     if not (directory / "mesh.yaml").exists():
         if directory.exists() and any(directory.iterdir()):
             raise UsageError(f"{directory} exists and is not empty — fix: pick a new folder or remove it")
         write_demo(directory)
     ws = Workspace.open(directory)
+    seed_access(ws)
     with BuildProgress(enabled=not json and error_console.is_terminal) as progress:
         result = ws.build(progress=progress)
     if json:

@@ -1,0 +1,49 @@
+"""The demo's access story, played through the real workflow: grants for the Trusted Centre's products,
+one active grant for a person (NRIC stays masked), and one request waiting in a steward's inbox."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# (requester, dataset, for product, purpose)
+PRODUCT_INPUTS = (
+    ("adrian", "bts.flights-dp.flights", "transport-tc.punctuality-dp",
+     "Sector punctuality statistics by carrier and month, published to the Ministry"),
+    ("adrian", "carriers.airlines-dp.airlines", "transport-tc.punctuality-dp",
+     "Carrier names for the sector punctuality statistics"),
+    ("adrian", "bts.flights-dp.flights", "transport-tc.delay-weather-dp",
+     "Departure delays joined to hourly weather for the delay-by-weather analysis"),
+    ("adrian", "noaa.weather-dp.weather", "transport-tc.delay-weather-dp",
+     "Hourly weather at the origin airports for the delay-by-weather analysis"),
+    ("adrian", "faa.airports-dp.airports", "transport-tc.delay-weather-dp",
+     "Airport names and locations for the delay-by-weather analysis"),
+)
+PERSON_GRANT = dict(
+    actor="irfan", address="health.activity-dp.participants",
+    columns=["participant_id", "nric", "gender", "postal_code", "enrolled_on"],
+    purpose="Active-mobility study: how programme participants commute, linked by NRIC inside the Trusted Centre",
+    purpose_category="research", days=90)
+PENDING_REQUEST = dict(
+    actor="jiahui", address="commuter.trips-dp.commuters", columns=["commuter_id", "nric", "postal_code"],
+    unmask=["nric"], purpose="Linking commuters to health programme participants for the active-mobility study",
+    purpose_category="research", days=30)
+
+
+def _approve_all(ws: Any, request: dict[str, Any]) -> dict[str, Any]:
+    while request["state"] == "pending":
+        request = ws.access.approve(request["awaiting"][0], request["id"], note="purpose and columns reviewed")
+    return request
+
+
+def seed_access(ws: Any) -> bool:
+    """Play the story once per metastore; False when it was already played."""
+    if ws.access.overview("gdo-admin", "all")["requests"]:
+        return False
+    for requester, address, product, purpose in PRODUCT_INPUTS:
+        _approve_all(ws, ws.access.request(requester, address, purpose=purpose, purpose_category="product-input",
+                                           days=365, for_product=product))
+    person = dict(PERSON_GRANT)
+    _approve_all(ws, ws.access.request(person.pop("actor"), person.pop("address"), **person))  # type: ignore[arg-type]
+    pending = dict(PENDING_REQUEST)
+    ws.access.request(pending.pop("actor"), pending.pop("address"), **pending)  # type: ignore[arg-type]
+    return True
