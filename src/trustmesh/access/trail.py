@@ -3,15 +3,32 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from trustmesh.access.model import Directory
-from trustmesh.errors import Forbidden, NotFound
+from trustmesh.errors import Forbidden, NotFound, UsageError
 from trustmesh.metastore import Metastore, audit
+from trustmesh.metastore.schema import utcnow
 
 READERS = ("auditor", "governance-admin")
+
+
+def parse_since(text: str | None) -> datetime | None:
+    """`7d`, `12h`, `30m`, or an ISO date/time (UTC when no zone is given)."""
+    if text is None:
+        return None
+    found = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
+    if found:
+        unit = {"d": "days", "h": "hours", "m": "minutes"}[found.group(2)]
+        return utcnow() - timedelta(**{unit: int(found.group(1))})
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise UsageError(f"--since {text!r} — fix: 7d, 12h, 30m or an ISO date like 2026-11-01") from exc
+    return at if at.tzinfo else at.replace(tzinfo=utcnow().tzinfo)
 
 
 class AuditTrail:

@@ -492,11 +492,23 @@ class AccessService:
         """Decisions over the active grants (of one principal, when named: all a decision for them needs)."""
         return Authorizer(directory or self.directory(), self.active_grants(principal), self._extra_policies())
 
-    def explain(self, principal_id: str, address: str, column: str | None = None) -> Decision:
-        """allow / deny / mask for a principal on a dataset (each column) or one column, naming what decided."""
+    def explain(self, principal_id: str, address: str, column: str | None = None, *,
+                actor: str | None = None) -> Decision:
+        """allow / deny / mask for a principal on a dataset (each column) or one column, naming what decided.
+
+        With `actor` (the server), only the principal themselves, the dataset's domain custodians, a product's
+        own domain, governance admins and auditors may ask.
+        """
         directory = self.directory()
         principal = self.principal(principal_id, directory)
         ds = self.dataset(address, directory)
+        if actor is not None and actor != principal.id:
+            who = self.principal(actor, directory)
+            may = (who.has_role("governance-admin") or who.has_role("auditor") or ds.domain in who.custodian_of()
+                   or (principal.kind == PRODUCT and principal.domain in who.member_of()))
+            if not may:
+                raise Forbidden(f"{actor} may not ask what {principal.id} may read: that takes {principal.id}, a "
+                                f"custodian of the {ds.domain} domain, a governance admin or an auditor")
         if column is not None and column not in ds.columns:
             raise UsageError(f"{ds.address} has no column {column} — fix: one of {', '.join(ds.columns)}")
         return self.authorizer(principal.id, directory).explain(principal, ds, self.clock(), column)

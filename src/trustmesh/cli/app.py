@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from trustmesh.cli.access import access_app, audit_app, user_app
 from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
 from trustmesh.cli.contract import contract_app
 from trustmesh.cli.render import BuildProgress, console, error_console, print_json, print_problems, table
@@ -25,6 +26,9 @@ catalog_app = typer_app("Browse the catalog: datasets, their schema, owners and 
 app.add_typer(new_app, name="new")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(contract_app, name="contract")
+app.add_typer(access_app, name="access")
+app.add_typer(audit_app, name="audit")
+app.add_typer(user_app, name="user")
 
 
 def _workspace(mesh: Path | None) -> Workspace:

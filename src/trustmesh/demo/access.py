@@ -43,7 +43,7 @@ def seed_access(ws: Any) -> bool:
         _approve_all(ws, ws.access.request(requester, address, purpose=purpose, purpose_category="product-input",
                                            days=365, for_product=product))
     person = dict(PERSON_GRANT)
-    _approve_all(ws, ws.access.request(person.pop("actor"), person.pop("address"), **person))  # type: ignore[arg-type]
+    _approve_all(ws, ws.access.request(person.pop("actor"), person.pop("address"), **person))
     pending = dict(PENDING_REQUEST)
-    ws.access.request(pending.pop("actor"), pending.pop("address"), **pending)  # type: ignore[arg-type]
+    ws.access.request(pending.pop("actor"), pending.pop("address"), **pending)
     return True

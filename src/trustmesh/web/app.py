@@ -17,13 +17,17 @@ from starlette.exceptions import HTTPException
 from trustmesh import __version__
 from trustmesh.errors import Problem, TrustmeshError
 from trustmesh.service import Workspace
-from trustmesh.web import api, pages
+from trustmesh.web import access_api, api, pages
 
 STATIC = Path(__file__).parent / "static"
 DESCRIPTION = """Discover the data products of a trustmesh mesh: domains, datasets with their contracts, schemas,
 classification and versions, and full-text search with facets.
 
 Every page of the web UI has a JSON twin: add `.json` to its URL (`/products/bts.flights-dp.json`, `/.json?q=delay`).
+Access requests, grants, decisions and the audit trail (`/api/v1/access/…`, `/api/v1/audit…`, `/api/v1/me`)
+need `Authorization: Bearer <token>`: an API token from `trustmesh user token PERSON`, or an OIDC JWT where
+`platform.oidc` is configured.
+
 Errors are `{"error": message, "problems": [...]}` with the HTTP status of the error."""
 
 
@@ -43,7 +47,8 @@ async def trustmesh_error(request: Request, exc: Exception) -> Response:
     status, message, problems = exc.http_status, str(exc), _problems(exc)
     if wants_html(request):
         return pages.render_error(request, status, message, problems)
-    return JSONResponse({"error": message, "problems": problems}, status_code=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message, "problems": problems}, status_code=status, headers=headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -81,6 +86,7 @@ def create_app(workspace: Workspace, *, owns_workspace: bool = False) -> FastAPI
                   redoc_url=None, lifespan=lifespan)
     app.state.workspace = workspace
     app.include_router(api.router)
+    app.include_router(access_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(TrustmeshError, trustmesh_error)

@@ -1,0 +1,259 @@
+"""The access workflow and the audit trail under /api/v1: every route needs a bearer token.
+
+The rules live in the service layer; these handlers only say who is calling and pass the call on.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi.responses import PlainTextResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.concurrency import run_in_threadpool
+
+from trustmesh.access.model import Principal
+from trustmesh.access.trail import parse_since
+from trustmesh.service import Workspace
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `trustmesh user token PERSON`, or an OIDC JWT.")
+router = APIRouter(prefix="/api/v1", tags=["access"])
+RequestId = Annotated[str, Path(description="The request id, `req-7` (or `7`).", examples=["req-1"])]
+GrantId = Annotated[str, Path(description="The grant id, `grant-3` (or `3`).", examples=["grant-1"])]
+
+
+def _workspace(request: Request) -> Workspace:
+    workspace: Workspace = request.app.state.workspace
+    return workspace
+
+
+async def current_principal(request: Request,
+                            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
+    """The caller, from `Authorization: Bearer …`; a missing, forged, expired or revoked token is a 401."""
+    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
+    return await run_in_threadpool(_workspace(request).tokens.authenticate, header)
+
+
+Caller = Annotated[Principal, Depends(current_principal)]
+WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Me(BaseModel):
+    id: str
+    kind: str
+    name: str
+    email: str | None
+    domain: str | None = Field(description="The person's agency/domain.")
+    clearance: str | None = Field(description="IM8 level; none: the mesh's default clearance applies.")
+    roles: list[str] = Field(description="`governance-admin`, `auditor`, or `<domain>/<role>`.")
+
+
+class NewRequest(Model):
+    dataset: str = Field(description="`<domain>.<product>.<dataset>`", examples=["health.activity-dp.participants"])
+    purpose: str = Field(min_length=1, description="What the data is for, in a sentence the steward can judge.",
+                         examples=["Active-mobility study linking programme participants to commutes"])
+    purpose_category: str = Field(description="One of the mesh's purpose categories.", examples=["research"])
+    days: int = Field(description="How long the grant should last.", examples=[30])
+    columns: list[str] | None = Field(None, description="Only these columns (default: all).")
+    unmask: list[str] | None = Field(None, description="Personal-data columns to see in the clear (two approvals).")
+    for_product: str | None = Field(None, description="Ask on behalf of a product of your domain.",
+                                    examples=["transport-tc.punctuality-dp"])
+
+
+class Note(Model):
+    note: str = Field("", description="A note for the requester and the audit trail.")
+
+
+class Reason(Model):
+    reason: str = Field(description="Why; recorded for the requester or grantee and the auditors.")
+
+
+class Approval(BaseModel):
+    level: int
+    approver: str
+    decision: Literal["approve", "reject"]
+    note: str
+    at: str
+
+
+class AccessRequest(BaseModel):
+    id: str = Field(examples=["req-1"])
+    state: Literal["pending", "approved", "rejected", "withdrawn", "expired"]
+    requester: str
+    principal: str = Field(description="Who the grant is for: the requester, or a product of theirs.")
+    principal_kind: Literal["person", "product"]
+    dataset: str
+    domain: str
+    columns: list[str] | None = Field(description="null: every column.")
+    unmask: list[str]
+    purpose: str
+    purpose_category: str
+    days: int
+    levels: int = Field(description="Approvals needed: 1, or 2 (steward then data owner).")
+    approvals: list[Approval]
+    awaiting: list[str] = Field(description="Who may decide the next level.")
+    created_at: str
+    expires_at: str = Field(description="A request still pending then expires.")
+    decided_at: str | None
+    reason: str
+    grant: str | None
+
+
+class Grant(BaseModel):
+    id: str = Field(examples=["grant-1"])
+    state: Literal["active", "expired", "revoked"]
+    principal: str
+    principal_kind: Literal["person", "product"]
+    dataset: str
+    domain: str
+    columns: list[str] | None
+    unmask: list[str]
+    purpose: str
+    purpose_category: str
+    approvers: list[str]
+    granted_at: str
+    expires_at: str
+    ended_at: str | None
+    revoked_by: str | None
+    revoke_reason: str
+    request: str | None
+
+
+class Overview(BaseModel):
+    view: Literal["inbox", "mine", "all"]
+    principal: str
+    requests: list[AccessRequest]
+    grants: list[Grant]
+
+
+class Decision(BaseModel):
+    principal: str
+    dataset: str
+    column: str | None
+    decision: Literal["allow", "deny", "mask"]
+    policies: list[str] = Field(description="The Cedar policies or grants that decided (by @id).")
+    reason: str
+    columns: dict[str, Literal["allow", "deny", "mask"]] | None = None
+
+
+class AuditEntry(BaseModel):
+    seq: int
+    at: str
+    type: str
+    actor: str
+    subject: str
+    details: dict[str, Any]
+    prev_hash: str
+    hash: str
+
+
+class Verification(BaseModel):
+    ok: bool
+    entries: int
+    head: str = Field(description="The newest entry's hash: record it, and pass it back as `expect_head` later.")
+    first_bad: int | None
+    problem: str
+
+
+@router.get("/me", response_model=Me)
+def me(caller: Caller) -> dict[str, Any]:
+    """Who the token belongs to."""
+    return caller.to_dict()
+
+
+@router.post("/access/requests", response_model=AccessRequest, status_code=201)
+def create_request(body: NewRequest, caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    """Ask for access; the request lands in the inbox of the dataset's domain's stewards and owners."""
+    return ws.access.request(caller.id, body.dataset, purpose=body.purpose, purpose_category=body.purpose_category,
+                             days=body.days, columns=body.columns, unmask=body.unmask, for_product=body.for_product)
+
+
+@router.get("/access/requests", response_model=Overview)
+def list_requests(caller: Caller, ws: WorkspaceDep,
+                  view: Annotated[Literal["inbox", "mine", "all"], Query(
+                      description="inbox: waiting for my decision; mine: my requests and grants; all: everything "
+                                  "(governance admins, auditors).")] = "mine",
+                  state: Annotated[str | None, Query(description="Only this state.")] = None) -> dict[str, Any]:
+    """Requests and grants, as one of three views."""
+    return ws.access.overview(caller.id, view, state)
+
+
+@router.get("/access/inbox", response_model=Overview)
+def inbox(caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    """Requests waiting for the caller's decision."""
+    return ws.access.overview(caller.id, "inbox")
+
+
+@router.get("/access/mine", response_model=Overview)
+def mine(caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    """The caller's requests and grants (and their products')."""
+    return ws.access.overview(caller.id, "mine")
+
+
+@router.get("/access/requests/{request_id}", response_model=AccessRequest)
+def show_request(request_id: RequestId, caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    return ws.access.show(caller.id, request_id)
+
+
+@router.post("/access/requests/{request_id}/approve", response_model=AccessRequest)
+def approve(request_id: RequestId, body: Note, caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    """Approve at the next level; the last approval creates the grant."""
+    return ws.access.approve(caller.id, request_id, body.note)
+
+
+@router.post("/access/requests/{request_id}/reject", response_model=AccessRequest)
+def reject(request_id: RequestId, body: Reason, caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    return ws.access.reject(caller.id, request_id, body.reason)
+
+
+@router.post("/access/requests/{request_id}/withdraw", response_model=AccessRequest)
+def withdraw(request_id: RequestId, caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    return ws.access.withdraw(caller.id, request_id)
+
+
+@router.post("/access/grants/{grant_id}/revoke", response_model=Grant)
+def revoke(grant_id: GrantId, body: Reason, caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
+    """Revoke a grant: it stops working on the next read."""
+    return ws.access.revoke(caller.id, grant_id, body.reason)
+
+
+@router.get("/access/explain", response_model=Decision, response_model_exclude_none=True)
+def explain(caller: Caller, ws: WorkspaceDep,
+            principal: Annotated[str, Query(description="A person id or a product address.", examples=["irfan"])],
+            dataset: Annotated[str, Query(description="The dataset address.",
+                                          examples=["health.activity-dp.participants"])],
+            column: Annotated[str | None, Query(description="Only this column.")] = None) -> dict[str, Any]:
+    """allow / deny / mask, naming the Cedar policy or grant that decided."""
+    return ws.access.explain(principal, dataset, column, actor=caller.id).to_dict()
+
+
+@router.get("/audit", response_model=list[AuditEntry], tags=["audit"])
+def audit_log(caller: Caller, ws: WorkspaceDep,
+              actor: Annotated[str | None, Query(description="Only entries by this actor.")] = None,
+              subject: Annotated[str | None, Query(description="Only this subject and what is under it.")] = None,
+              type: Annotated[str | None, Query(description="An event type or a prefix, e.g. `access.`.")] = None,
+              since: Annotated[str | None, Query(description="7d, 12h, 30m or an ISO date.")] = None,
+              limit: Annotated[int, Query(ge=1, le=10000)] = 200) -> list[dict[str, Any]]:
+    """Audit entries, newest first (auditors and governance admins)."""
+    return ws.audit.log(caller.id, by=actor, subject=subject, type=type, since=parse_since(since), limit=limit)
+
+
+@router.get("/audit/verify", response_model=Verification, tags=["audit"])
+def audit_verify(caller: Caller, ws: WorkspaceDep,
+                 expect_head: Annotated[str | None, Query(description="A head hash recorded earlier.")] = None
+                 ) -> dict[str, Any]:
+    """Recompute the hash chain and name the first bad entry, if any."""
+    return ws.audit.verify(expect_head)
+
+
+@router.get("/audit/export", response_class=PlainTextResponse, tags=["audit"],
+            responses={200: {"content": {"application/x-ndjson": {}}}})
+def audit_export(caller: Caller, ws: WorkspaceDep) -> PlainTextResponse:
+    """Every entry as JSON lines, oldest first (auditors and governance admins)."""
+    text = "".join(line + "\n" for line in ws.audit.export(caller.id))
+    return PlainTextResponse(text, media_type="application/x-ndjson")
