@@ -67,7 +67,7 @@ def resolve_views(product: Product, sql: ProductSql) -> tuple[dict[str, InputPor
 def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None, *,
                session: EngineSession | None = None) -> list[Problem]:
     """Every cross-file problem of the mesh (or of the given products), all at once."""
-    problems = list(cycle_problems(mesh))
+    problems = list(cycle_problems(mesh)) + access_problems(mesh)
     datasets = mesh.datasets
     own = session is None
     session = session or engine.session()
@@ -80,6 +80,37 @@ def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None, *,
     finally:
         if own:
             session.close()
+    return problems
+
+
+def access_problems(mesh: Mesh) -> list[Problem]:
+    """Clearances and thresholds are levels of the mesh's scheme, named approvers exist, Cedar files parse."""
+    from trustmesh.access.policy import check_policy_files
+
+    problems = check_policy_files(mesh.root)
+    levels = mesh.config.governance.classification.levels
+    settings = mesh.config.access
+    for key, value in (("defaultClearance", settings.default_clearance), ("twoLevelFrom", settings.two_level_from)):
+        if value not in levels:
+            problems.append(Problem("mesh.yaml", f"access.{key} {value!r} is not a classification level", f"access.{key}",
+                                    fix=f"one of {', '.join(levels)}"))
+    declared = [("mesh.yaml", p) for p in mesh.config.people]
+    declared += [(f"domains/{d.name}/domain.yaml", p) for d in mesh.domains.values() for p in d.people]
+    for file, person in declared:
+        if person.clearance is not None and person.clearance not in levels:
+            problems.append(Problem(file, f"{person.id}'s clearance {person.clearance!r} is not a classification level",
+                                    f"people[{person.id}].clearance", fix=f"one of {', '.join(levels)}"))
+    for output in mesh.datasets.values():
+        if output.contract is None:
+            continue
+        for i, role in enumerate(output.contract.document.get("roles") or []):
+            for key in ("firstLevelApprovers", "secondLevelApprovers"):
+                names = [n.strip() for n in str(role.get(key) or "").replace(";", ",").split(",") if n.strip()]
+                for name in names:
+                    if mesh.person(name) is None:
+                        problems.append(Problem(output.contract.file, f"{key} names {name!r}, who is not a person "
+                                                "of this mesh", f"roles[{i}].{key}",
+                                                fix="name person ids declared under `people:`, comma-separated"))
     return problems
 
 
