@@ -30,6 +30,7 @@ bench: venv
 	$(BIN)/python bench/build.py
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/lineage.py
+	$(BIN)/python bench/access.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from trustmesh.validate import check_mesh
 
 MESH_ENV = "TRUSTMESH_MESH"
 USER_ENV = "TRUSTMESH_USER"
+DIRECTORY_RECHECK_S = 1.0
 
 
 def find_mesh_root(start: Path | str | None = None) -> Path:
@@ -56,6 +58,7 @@ class Workspace:
         self._lock = threading.Lock()
         self.clock = clock
         self._directory: tuple[Any, Directory] | None = None
+        self._directory_checked = 0.0
 
     @classmethod
     def open(cls, root: Path | str | None = None, *, metastore_url: str | None = None,
@@ -109,11 +112,19 @@ class Workspace:
         return Catalog(self.store, self.iceberg)
 
     def directory(self) -> Directory:
-        """People, products and datasets as the repo declares them now (re-read only when a file changed)."""
-        stamp = _tree_stamp(self.root)
+        """People, products and datasets as the repo declares them now.
+
+        The files are re-read only when one changed, and looked at no more than once a second: a
+        long-running server sees an edit to the repo within a second.
+        """
         with self._lock:
+            now = time.monotonic()
+            if self._directory is not None and now - self._directory_checked < DIRECTORY_RECHECK_S:
+                return self._directory[1]
+            stamp = _tree_stamp(self.root)
             if self._directory is None or self._directory[0] != stamp:
                 self._directory = (stamp, Directory.from_mesh(self.mesh))
+            self._directory_checked = now
             return self._directory[1]
 
     def mesh_policies(self) -> str:

@@ -97,6 +97,7 @@ class Directory:
     mesh: Mesh
     principals: dict[str, Principal]
     datasets: dict[str, DatasetInfo]
+    cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)  # derived, e.g. Cedar entities
 
     @classmethod
     def from_mesh(cls, mesh: Mesh) -> Directory:

@@ -26,6 +26,12 @@ SYSTEM = "trustmesh"  # the actor of what happens on its own: expiry
 Clock = Callable[[], datetime]
 
 
+def _subject(value: str | int, prefix: str) -> str:
+    """How a refused attempt names what it was about, even when the id itself was malformed."""
+    text = str(value).strip().lower().removeprefix(f"{prefix}-")
+    return f"{prefix}-{text}" if text.isdigit() else str(value)[:100]
+
+
 def request_id(value: str | int) -> int:
     return _parse_id(value, "req")
 
@@ -291,64 +297,66 @@ class AccessService:
         return [p for p in self.approvers(ds, level, row.levels, directory) if p not in excluded]
 
     def approve(self, actor: str, request: str | int, note: str = "") -> dict[str, Any]:
-        return self._decide(actor, request_id(request), "approve", note)
+        self.sweep()
+        with self._attempt(actor, "approve", _subject(request, "req")):
+            return self._decide(actor, request_id(request), "approve", note)
 
     def reject(self, actor: str, request: str | int, reason: str) -> dict[str, Any]:
-        if not (reason or "").strip():
-            with self._attempt(actor, "reject", f"req-{request_id(request)}"):
+        self.sweep()
+        with self._attempt(actor, "reject", _subject(request, "req")):
+            if not (reason or "").strip():
                 raise UsageError("a rejection needs --reason, so the requester knows what to change")
-        return self._decide(actor, request_id(request), "reject", reason.strip())
+            return self._decide(actor, request_id(request), "reject", reason.strip())
 
     def _decide(self, actor: str, rid: int, decision: str, note: str) -> dict[str, Any]:
-        self.sweep()
-        with self._attempt(actor, decision, f"req-{rid}"):
-            directory = self.directory()
-            approver = self.principal(actor, directory)
-            now = self.clock()
-            with self.store.session() as session:
-                row = session.get(AccessRequestRow, rid)
-                if row is None:
-                    raise NotFound(f"no request req-{rid} — fix: see `trustmesh access list --inbox`")
-                if row.state != "pending":
-                    raise Conflict(f"req-{rid} is {row.state}; only a pending request can be decided")
-                ds = directory.datasets.get(row.dataset)
-                decisions = list(session.scalars(select(AccessDecisionRow).where(AccessDecisionRow.request_id == rid)))
-                level = len(decisions) + 1
-                if approver.id in (row.requester, row.principal):
-                    raise Forbidden(f"{approver.id} asked for req-{rid}; nobody decides their own request")
-                if any(d.approver == approver.id for d in decisions):
-                    raise Forbidden(f"{approver.id} already approved req-{rid} at level 1; level 2 needs a different "
-                                    "person (the dataset's data owner)")
-                allowed = self.approvers(ds, level, row.levels, directory) if ds else []
-                if approver.id not in allowed:
-                    who = "a data domain steward" if row.levels == 2 and level == 1 else (
-                        "a data owner" if row.levels == 2 else "a data domain steward or data owner")
-                    raise Forbidden(f"{approver.id} may not decide req-{rid} at level {level} of {row.levels}: that "
-                                    f"takes {who} of the {row.domain} domain ({', '.join(allowed) or 'nobody is named'})")
-                final = decision == "reject" or level == row.levels
-                values: dict[str, Any] = {"revision": row.revision + 1}
-                if final:
-                    values.update(state="approved" if decision == "approve" else "rejected", decided_at=now)
-                    if decision == "reject":
-                        values["reason"] = note
-                moved = _changed(session, update(AccessRequestRow).where(
-                    AccessRequestRow.id == rid, AccessRequestRow.revision == row.revision,
-                    AccessRequestRow.state == "pending").values(**values))
-                if not moved:
-                    raise Conflict(f"req-{rid} was decided by someone else at the same moment; nothing was changed")
-                session.add(AccessDecisionRow(request_id=rid, level=level, approver=approver.id, decision=decision,
-                                              note=note, decided_at=now))
-                session.flush()
-                audit.append(session, "access.approved" if decision == "approve" else "access.rejected", approver.id,
-                             row.dataset, {"request": f"req-{rid}", "level": level, "of": row.levels, "note": note,
-                                           "principal": row.principal}, at=now)
-                if final and decision == "approve":
-                    grant = self._grant(session, row, [*(d.approver for d in decisions), approver.id], now)
-                    _changed(session, update(AccessRequestRow).where(AccessRequestRow.id == rid).values(grant_id=grant.id))
-                session.flush()
-                session.refresh(row)
-                decisions = list(session.scalars(select(AccessDecisionRow).where(AccessDecisionRow.request_id == rid)))
-                return request_to_dict(row, decisions, self._awaiting(row, decisions, ds, directory))
+        """One decision; the caller records a refusal."""
+        directory = self.directory()
+        approver = self.principal(actor, directory)
+        now = self.clock()
+        with self.store.session() as session:
+            row = session.get(AccessRequestRow, rid)
+            if row is None:
+                raise NotFound(f"no request req-{rid} — fix: see `trustmesh access list --inbox`")
+            if row.state != "pending":
+                raise Conflict(f"req-{rid} is {row.state}; only a pending request can be decided")
+            ds = directory.datasets.get(row.dataset)
+            decisions = list(session.scalars(select(AccessDecisionRow).where(AccessDecisionRow.request_id == rid)))
+            level = len(decisions) + 1
+            if approver.id in (row.requester, row.principal):
+                raise Forbidden(f"{approver.id} asked for req-{rid}; nobody decides their own request")
+            if any(d.approver == approver.id for d in decisions):
+                raise Forbidden(f"{approver.id} already approved req-{rid} at level 1; level 2 needs a different "
+                                "person (the dataset's data owner)")
+            allowed = self.approvers(ds, level, row.levels, directory) if ds else []
+            if approver.id not in allowed:
+                who = "a data domain steward" if row.levels == 2 and level == 1 else (
+                    "a data owner" if row.levels == 2 else "a data domain steward or data owner")
+                raise Forbidden(f"{approver.id} may not decide req-{rid} at level {level} of {row.levels}: that "
+                                f"takes {who} of the {row.domain} domain ({', '.join(allowed) or 'nobody is named'})")
+            final = decision == "reject" or level == row.levels
+            values: dict[str, Any] = {"revision": row.revision + 1}
+            if final:
+                values.update(state="approved" if decision == "approve" else "rejected", decided_at=now)
+                if decision == "reject":
+                    values["reason"] = note
+            moved = _changed(session, update(AccessRequestRow).where(
+                AccessRequestRow.id == rid, AccessRequestRow.revision == row.revision,
+                AccessRequestRow.state == "pending").values(**values))
+            if not moved:
+                raise Conflict(f"req-{rid} was decided by someone else at the same moment; nothing was changed")
+            session.add(AccessDecisionRow(request_id=rid, level=level, approver=approver.id, decision=decision,
+                                          note=note, decided_at=now))
+            session.flush()
+            audit.append(session, "access.approved" if decision == "approve" else "access.rejected", approver.id,
+                         row.dataset, {"request": f"req-{rid}", "level": level, "of": row.levels, "note": note,
+                                       "principal": row.principal}, at=now)
+            if final and decision == "approve":
+                grant = self._grant(session, row, [*(d.approver for d in decisions), approver.id], now)
+                _changed(session, update(AccessRequestRow).where(AccessRequestRow.id == rid).values(grant_id=grant.id))
+            session.flush()
+            session.refresh(row)
+            decisions = list(session.scalars(select(AccessDecisionRow).where(AccessDecisionRow.request_id == rid)))
+            return request_to_dict(row, decisions, self._awaiting(row, decisions, ds, directory))
 
     def _grant(self, session: Session, req: AccessRequestRow, approvers: list[str], now: datetime) -> GrantRow:
         grant = GrantRow(request_id=req.id, principal=req.principal, principal_kind=req.principal_kind,
@@ -364,9 +372,9 @@ class AccessService:
         return grant
 
     def withdraw(self, actor: str, request: str | int) -> dict[str, Any]:
-        rid = request_id(request)
         self.sweep()
-        with self._attempt(actor, "withdraw", f"req-{rid}"):
+        with self._attempt(actor, "withdraw", _subject(request, "req")):
+            rid = request_id(request)
             directory = self.directory()
             self.principal(actor, directory)
             now = self.clock()
@@ -378,7 +386,7 @@ class AccessService:
                     raise Forbidden(f"req-{rid} was filed by {row.requester}; only they can withdraw it")
                 if row.state != "pending":
                     raise Conflict(f"req-{rid} is {row.state}; only a pending request can be withdrawn")
-                moved = session.execute(update(AccessRequestRow).where(
+                moved = _changed(session, update(AccessRequestRow).where(
                     AccessRequestRow.id == rid, AccessRequestRow.revision == row.revision,
                     AccessRequestRow.state == "pending").values(
                     state="withdrawn", decided_at=now, revision=row.revision + 1))
@@ -390,9 +398,9 @@ class AccessService:
                 return request_to_dict(row, decisions, [])
 
     def revoke(self, actor: str, grant: str | int, reason: str) -> dict[str, Any]:
-        gid = grant_id(grant)
         self.sweep()
-        with self._attempt(actor, "revoke", f"grant-{gid}"):
+        with self._attempt(actor, "revoke", _subject(grant, "grant")):
+            gid = grant_id(grant)
             if not (reason or "").strip():
                 raise UsageError("a revocation needs --reason, recorded for the grantee and the auditors")
             directory = self.directory()
@@ -424,6 +432,10 @@ class AccessService:
     def overview(self, actor: str, view: str = "mine", state: str | None = None) -> dict[str, Any]:
         """`inbox`: requests the actor may decide next; `mine`: their requests and grants; `all`: everything."""
         self.sweep()
+        with self._attempt(actor, "list", f"view:{view}"):
+            return self._overview(actor, view, state)
+
+    def _overview(self, actor: str, view: str, state: str | None) -> dict[str, Any]:
         directory = self.directory()
         who = self.principal(actor, directory)
         now = self.clock()
@@ -464,7 +476,10 @@ class AccessService:
         return {"view": view, "principal": actor, "requests": out, "grants": grant_rows}
 
     def show(self, actor: str, request: str | int) -> dict[str, Any]:
-        rid = request_id(request)
+        with self._attempt(actor, "show", _subject(request, "req")):
+            return self._show(actor, request_id(request))
+
+    def _show(self, actor: str, rid: int) -> dict[str, Any]:
         directory = self.directory()
         who = self.principal(actor, directory)
         with self.store.session() as session:
@@ -499,6 +514,12 @@ class AccessService:
         With `actor` (the server), only the principal themselves, the dataset's domain custodians, a product's
         own domain, governance admins and auditors may ask.
         """
+        if actor is None:
+            return self._explain(principal_id, address, column, None)
+        with self._attempt(actor, "explain", str(address)[:400], principal=principal_id):
+            return self._explain(principal_id, address, column, actor)
+
+    def _explain(self, principal_id: str, address: str, column: str | None, actor: str | None) -> Decision:
         directory = self.directory()
         principal = self.principal(principal_id, directory)
         ds = self.dataset(address, directory)
