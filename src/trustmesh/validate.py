@@ -108,9 +108,10 @@ def access_problems(mesh: Mesh) -> list[Problem]:
                 names = [n.strip() for n in str(role.get(key) or "").replace(";", ",").split(",") if n.strip()]
                 for name in names:
                     if mesh.person(name) is None:
-                        problems.append(Problem(output.contract.file, f"{key} names {name!r}, who is not a person "
-                                                "of this mesh", f"roles[{i}].{key}",
-                                                fix="name person ids declared under `people:`, comma-separated"))
+                        problems.append(Problem(
+                            output.contract.file, f"{key} names {name!r}, who is not a person of this mesh: the "
+                            "name is ignored when routing requests", f"roles[{i}].{key}", severity="warning",
+                            fix="name person ids declared under `people:`, comma-separated, to route requests to them"))
     return problems
 
 

@@ -120,8 +120,11 @@ class Directory:
             if output.contract is None:
                 continue
             roles = output.contract.document.get("roles") or []
-            first = tuple(a for r in roles if isinstance(r, dict) for a in _approvers(r.get("firstLevelApprovers")))
-            second = tuple(a for r in roles if isinstance(r, dict) for a in _approvers(r.get("secondLevelApprovers")))
+            # Only names of the mesh's people route requests; ODCS also allows free text such as a job title.
+            first = tuple(a for r in roles if isinstance(r, dict) for a in _approvers(r.get("firstLevelApprovers"))
+                          if a in people)
+            second = tuple(a for r in roles if isinstance(r, dict) for a in _approvers(r.get("secondLevelApprovers"))
+                           if a in people)
             datasets[address] = DatasetInfo(address, output.domain, f"{output.domain}.{output.product}", {
                 c.name: ColumnInfo(c.name, c.classification, c.sensitivity, c.pii_type) for c in output.contract.columns
             }, first, second)

@@ -52,8 +52,14 @@ class AuditTrail:
                                                             limit=limit, newest_first=True)]
 
     def export(self, actor: str) -> Iterator[str]:
-        """Every entry as one JSON line, oldest first, with its hashes, for an external archive."""
+        """Every entry as one JSON line, oldest first, with its hashes, for an external archive.
+
+        The caller's role is checked at once, before the first line is asked for.
+        """
         self._reader(actor)
+        return self._lines()
+
+    def _lines(self) -> Iterator[str]:
         with self.store.session() as session:
             for row in audit.entries(session):
                 yield json.dumps(audit.to_dict(row), sort_keys=True, ensure_ascii=False)

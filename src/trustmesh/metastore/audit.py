@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select, update
@@ -41,7 +41,7 @@ EVENT_TYPES = {
 
 
 def _stamp(at: datetime) -> str:
-    return at.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def entry_hash(prev_hash: str, seq: int, at: datetime, type: str, actor: str, subject: str,
@@ -112,23 +112,29 @@ class Verification:
 
 
 def _walk(session: Session, batch: int = 5000) -> Iterator[AuditRow]:
-    last = 0
-    while True:
-        rows = list(session.scalars(select(AuditRow).where(AuditRow.seq > last).order_by(AuditRow.seq).limit(batch)))
-        if not rows:
-            return
+    """Every row in sequence order, from the smallest sequence number there is (a forged 0 or -1 included)."""
+    query = select(AuditRow).order_by(AuditRow.seq).limit(batch)
+    rows = list(session.scalars(query))
+    while rows:
         yield from rows
-        last = rows[-1].seq
+        rows = list(session.scalars(query.where(AuditRow.seq > rows[-1].seq)))
 
 
 def verify(session: Session, expect_head: str | None = None) -> Verification:
-    """Recompute the whole chain; the first entry that does not fit is named with what is wrong with it."""
+    """Recompute the whole chain; the first entry that does not fit is named with what is wrong with it.
+
+    `expect_head`, a head recorded earlier, must still be an entry's hash: entries may have been added
+    since, but none of those before it rewritten, even consistently.
+    """
     prev, expected_seq, count = GENESIS, 1, 0
+    seen_expected = expect_head in (None, GENESIS)
     for row in _walk(session):
+        if row.seq < expected_seq:
+            return Verification(False, count, prev, row.seq, f"entry {row.seq} comes before the first entry: it "
+                                "was inserted")
         if row.seq != expected_seq:
-            what = (f"entry {expected_seq} is missing (the next one is {row.seq}): entries were deleted"
-                    if row.seq > expected_seq else f"entry {row.seq} appears out of order")
-            return Verification(False, count, prev, expected_seq, what)
+            return Verification(False, count, prev, expected_seq,
+                                f"entry {expected_seq} is missing (the next one is {row.seq}): entries were deleted")
         if row.prev_hash != prev:
             return Verification(False, count, prev, row.seq,
                                 f"entry {row.seq} does not link to entry {row.seq - 1}: an entry was inserted, "
@@ -138,13 +144,15 @@ def verify(session: Session, expect_head: str | None = None) -> Verification:
             return Verification(False, count, prev, row.seq,
                                 f"entry {row.seq} ({row.type} by {row.actor}) was modified after it was written")
         prev, expected_seq, count = row.hash, expected_seq + 1, count + 1
+        seen_expected = seen_expected or row.hash == expect_head
     head = session.get(AuditHeadRow, 1)
     if head is None or head.seq != count or head.hash != prev:
         return Verification(False, count, prev, count + 1 if head is None or head.seq > count else count,
                             f"the chain ends at entry {count} but its head records entry "
                             f"{head.seq if head else '(none)'}: entries at the end were deleted or the head was edited")
-    if expect_head and expect_head != prev:
+    if not seen_expected:
+        assert expect_head is not None
         return Verification(False, count, prev, None,
-                            f"the chain's head {prev[:16]}… is not the recorded head {expect_head[:16]}…: the "
-                            "chain was rewritten since that head was recorded")
+                            f"the recorded head {expect_head[:16]}… is no longer an entry of the chain: the chain "
+                            "was rewritten since that head was recorded (or cut back before it)")
     return Verification(True, count, prev)
