@@ -557,3 +557,44 @@ def test_the_workflow_through_the_cli(open_mesh: Callable[..., Workspace], monke
     anonymous = run("request", ITEMS, "--purpose", PURPOSE, "--purpose-category", "statistics", "--days", "30")
     assert anonymous.exit_code == 2 and "--as" in anonymous.output
     assert len(ok("list", "--all", "--as", "gdo")["requests"]) == 1
+
+
+# -- 6. the mesh's own global policies -----------------------------------------------------------------------
+
+
+NO_CLEAR_NRIC = '''
+@id("gdo:no-clear-nric-outside-alpha")
+@description("Nobody outside alpha sees an NRIC in the clear, whatever their grants.")
+forbid (principal, action == Trustmesh::Action::"readUnmasked", resource is Trustmesh::Column)
+when { resource.piiType == "nric" && !(principal.roles.contains("alpha/data-owner")) };
+'''
+
+
+def test_a_mesh_forbid_binds_every_grant_and_is_named(open_mesh: Callable[..., Workspace]) -> None:
+    files = personal_files()
+    files["governance/no-clear-nric.cedar"] = NO_CLEAR_NRIC
+    ws = open_mesh(files, grants=False)
+    assert not [p for p in ws.validate() if p.severity == "error"]
+    # The request to unmask NRIC is refused up front: no grant could give it.
+    with pytest.raises(Forbidden, match="gdo:no-clear-nric-outside-alpha"):
+        ask(ws, unmask=["nric"], columns=["item_id", "nric"])
+    req = ask(ws, unmask=["email"], columns=["item_id", "nric", "email"])
+    while req["state"] == "pending":
+        req = ws.access.approve(req["awaiting"][0], req["id"])
+    decision = ws.access.explain("beta-dev", ITEMS).to_dict()
+    assert decision["columns"] == {"item_id": "allow", "name": "deny", "price": "deny", "sold_on": "deny",
+                                   "nric": "mask", "email": "allow"}
+    nric = ws.access.explain("beta-dev", ITEMS, "nric").to_dict()
+    assert nric["decision"] == "mask" and "gdo:no-clear-nric-outside-alpha" in nric["policies"]
+    # alpha's own steward is a custodian, but the mesh rule binds them too; the data owner is exempt.
+    assert ws.access.explain("alpha-steward", ITEMS, "nric").outcome == "mask"
+    assert ws.access.explain("alpha-owner", ITEMS, "nric").outcome == "allow"
+
+
+def test_a_policy_file_that_does_not_parse_is_a_validation_error(open_mesh: Callable[..., Workspace]) -> None:
+    files = base_files()
+    files["governance/broken.cedar"] = "forbid (principal, action, resource) when { nonsense ;"
+    ws = open_mesh(files, grants=False)
+    problems = [p for p in ws.validate() if p.severity == "error"]
+    assert [p.file for p in problems] == ["governance/broken.cedar"]
+    assert "not a valid Cedar policy set" in problems[0].message

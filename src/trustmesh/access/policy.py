@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from trustmesh.access.model import PRODUCT, DatasetInfo, Directory, Principal
-from trustmesh.errors import Problem
+from trustmesh.errors import Problem, TrustmeshError
 
 NS = "Trustmesh"
 READ, UNMASK = "read", "readUnmasked"
@@ -54,6 +54,12 @@ def _ref(kind: str, id: str) -> str:
 
 def principal_ref(principal: Principal) -> str:
     return _ref("Product" if principal.kind == PRODUCT else "Person", principal.id)
+
+
+class PolicyFailed(TrustmeshError):
+    """A Cedar policy errored on a request: the decision fails closed."""
+
+    http_status = 500
 
 
 @dataclass(frozen=True)
@@ -160,13 +166,12 @@ class Authorizer:
         cache = directory.cache
         if cache.get("policies", (None,))[0] != self._base_text:
             cache["policies"] = (self._base_text, cedarpy.PolicySet.from_str(self._base_text),
-                                 _policy_ids(cedarpy, self._base_text))
-        _, self._base, self._base_ids = cache["policies"]
+                                 _policy_meta(cedarpy, self._base_text))
+        _, self._base, (self._base_ids, self.forbids, self.descriptions) = cache["policies"]
         if "entities" not in cache:
             cache["entities"] = cedarpy.Entities.from_json_str(json.dumps(self._entity_list()))
         self._entities = cache["entities"]
         self._sets: dict[str, tuple[Any, list[str]]] = {}
-        self.descriptions = _descriptions(self._base_text)
 
     def _entity_list(self) -> list[dict[str, Any]]:
         d = self.directory
@@ -178,20 +183,27 @@ class Authorizer:
         for p in d.principals.values():
             parents = [_uid("Domain", dom) for dom in sorted(p.member_of())]
             parents += [_uid("Group", f"{dom}/custodians") for dom in sorted(p.custodian_of())]
+            roles = sorted(f"{dom}/{r}" if dom else r for r, dom in p.roles)
             if p.kind == PRODUCT:
-                out.append({"uid": _uid("Product", p.id), "attrs": {"domain": p.domain or ""}, "parents": parents})
+                out.append({"uid": _uid("Product", p.id), "parents": parents, "attrs": {
+                    "domain": p.domain or "", "agency": p.domain or "", "roles": roles}})
             else:
                 out.append({"uid": _uid("Person", p.id), "parents": parents, "attrs": {
-                    "clearance": d.clearance_rank(p), "agency": p.domain or ""}})
+                    "clearance": d.clearance_rank(p), "agency": p.domain or "", "roles": roles}})
         for ds in d.datasets.values():
             domain = {"__entity": _uid("Domain", ds.domain)}
             custodians = {"__entity": _uid("Group", f"{ds.domain}/custodians")}
+            sensitivities = d.sensitivities
             out.append({"uid": _uid("Dataset", ds.address), "parents": [], "attrs": {
-                "domain": domain, "custodians": custodians, "level": d.rank(ds.classification(d.levels))}})
+                "domain": domain, "custodians": custodians, "level": d.rank(ds.classification(d.levels)),
+                "sensitivity": sensitivities.index(ds.sensitivity(sensitivities)),
+                "personal": bool(ds.personal_columns)}})
             for col in ds.columns.values():
                 out.append({"uid": _uid("Column", f"{ds.address}.{col.name}"), "parents": [_uid("Dataset", ds.address)],
                             "attrs": {"domain": domain, "custodians": custodians, "level": d.rank(col.classification),
-                                      "personal": col.personal}})
+                                      "sensitivity": sensitivities.index(col.sensitivity)
+                                      if col.sensitivity in sensitivities else 0,
+                                      "personal": col.personal, "piiType": col.pii_type or ""}})
         return out
 
     def _policies(self, principal: Principal) -> tuple[Any, list[str]]:
@@ -214,7 +226,9 @@ class Authorizer:
         out = []
         for r in results:
             if r.diagnostics.errors:  # a policy that cannot be evaluated must never let anything through
-                raise RuntimeError(f"access policy evaluation failed: {r.diagnostics.errors}")
+                raise PolicyFailed(f"an access policy could not be evaluated, so nothing is allowed: "
+                                   f"{'; '.join(map(str, r.diagnostics.errors))} — fix: guard attributes with `has` "
+                                   "in the mesh's governance/*.cedar policies")
             out.append((bool(r.allowed), [ids[int(p.removeprefix("policy"))] for p in r.diagnostics.reasons]))
         return out
 
@@ -248,7 +262,7 @@ class Authorizer:
                 outcomes[name], why[name] = "deny", (read if top[0] else top)[1]
             elif personal and not clear[0]:
                 outcomes[name] = "mask"
-                why[name] = read[1] + [r for r in clear[1] if r.startswith("global:")]
+                why[name] = read[1] + [r for r in clear[1] if r in self.forbids]
             else:
                 outcomes[name] = "allow"
                 why[name] = clear[1] if personal else read[1]
@@ -268,7 +282,7 @@ class Authorizer:
                   reasons: list[str], outcome: str | None = None) -> Decision:
         outcome = outcome or ("allow" if allowed else "deny")
         what = f"{dataset.address}.{column}" if column else dataset.address
-        forbids = [r for r in reasons if r.startswith("global:") or r.startswith("mesh:")]
+        forbids = [r for r in reasons if r in self.forbids]
         if not allowed and forbids:
             reason = f"{principal.id} may not read {what}: " + "; ".join(
                 f"{r} — {self.descriptions.get(r, 'a global rule')}" for r in forbids)
@@ -280,20 +294,18 @@ class Authorizer:
         return Decision(principal.id, dataset.address, column, outcome, sorted(set(reasons)), reason)
 
 
-def _policy_ids(cedarpy: Any, text: str) -> list[str]:
-    """The @id of each policy of a text, in the positional order Cedar numbers them (policy0, policy1, …)."""
+def _policy_meta(cedarpy: Any, text: str) -> tuple[list[str], set[str], dict[str, str]]:
+    """Each policy's @id in the positional order Cedar numbers them (policy0, policy1, …), the ids of the
+    `forbid`s, and each @id's @description."""
     parsed = json.loads(cedarpy.policies_to_json_str(text))["staticPolicies"]
-    return [parsed[f"policy{i}"].get("annotations", {}).get("id", f"policy{i}") for i in range(len(parsed))]
-
-
-def _descriptions(text: str) -> dict[str, str]:
-    """@id → @description of each policy in a policy text."""
-    out: dict[str, str] = {}
-    current: str | None = None
-    for line in text.splitlines():
-        line = line.strip()
-        if line.startswith("@id("):
-            current = json.loads(line[4:-1])
-        elif line.startswith("@description(") and current:
-            out[current] = json.loads(line[len("@description("):-1])
-    return out
+    ids, forbids, descriptions = [], set(), {}
+    for i in range(len(parsed)):
+        policy = parsed[f"policy{i}"]
+        notes = policy.get("annotations", {})
+        pid = notes.get("id", f"policy{i}")
+        ids.append(pid)
+        if policy.get("effect") == "forbid":
+            forbids.add(pid)
+        if "description" in notes:
+            descriptions[pid] = notes["description"]
+    return ids, forbids, descriptions

@@ -277,6 +277,13 @@ class AccessService:
             why = decision.reason if not decision.allowed else authorizer.explain(
                 principal, ds, self.clock(), denied[0]).reason
             raise Forbidden(f"no grant could let {principal.id} read {ds.address}: {why}")
+        masked = [c for c in unmask if decision.columns.get(c) == "mask"]
+        if masked:
+            column = authorizer.explain(principal, ds, self.clock(), masked[0])
+            rules = [f"{r} — {authorizer.descriptions.get(r, 'a global rule')}" for r in column.policies
+                     if r in authorizer.forbids]
+            raise Forbidden(f"no grant could let {principal.id} see {ds.address}.{masked[0]} in the clear: "
+                            + ("; ".join(rules) or column.reason) + " — fix: drop it from --unmask")
 
     # -- deciding -----------------------------------------------------------------------------------------
 
