@@ -7,7 +7,7 @@ import threading
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import make_url
 
@@ -29,6 +29,9 @@ from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import iceberg_catalog
 from trustmesh.metastore.schema import utcnow
 from trustmesh.validate import check_mesh
+
+if TYPE_CHECKING:
+    from trustmesh.query.gateway import Gateway, QueryResult
 
 MESH_ENV = "TRUSTMESH_MESH"
 USER_ENV = "TRUSTMESH_USER"
@@ -138,6 +141,19 @@ class Workspace:
     @cached_property
     def tokens(self) -> Tokens:
         return Tokens(self.store, self.directory, self.clock, self.config.platform.oidc, self.root)
+
+    @cached_property
+    def gateway(self) -> Gateway:
+        """Governed queries: the only way a consumer reads data."""
+        from trustmesh.privacy.keys import KeyStore
+        from trustmesh.query.gateway import Gateway
+
+        return Gateway(self.catalog, self.access, KeyStore(self.root / ".trustmesh" / "keys.json"),
+                       self.root / ".trustmesh" / "query-tmp")
+
+    def query(self, principal: str, sql: str, *, limit: int | None = None) -> QueryResult:
+        """Run a read query as `principal`: only what their grants allow, masked where they say, audited."""
+        return self.gateway.run(principal, sql, limit=limit)
 
     @cached_property
     def audit(self) -> AuditTrail:

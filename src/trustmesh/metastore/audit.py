@@ -36,6 +36,8 @@ EVENT_TYPES = {
     "token.revoked": "an API token was revoked",
     "auth.refused": "a request to the server carried a bad, expired or revoked token",
     "build.finished": "a build ran (what it built, what failed)",
+    "query.run": "a governed query ran (SQL as sent, datasets and versions, masking, filters, rows, duration)",
+    "query.refused": "a query was refused, and why",
     "product.published": "a product published new dataset versions",
 }
 

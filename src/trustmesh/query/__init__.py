@@ -1,0 +1,1 @@
+"""The governed query gateway: read-only SQL over datasets by address, rewritten through each grant."""

@@ -1,0 +1,265 @@
+"""Governed queries: what a principal may read, and nothing more, on a locked-down DuckDB connection.
+
+For each dataset a query names, the gateway asks the authorizer which columns the principal may read
+in the clear, masked or not at all, and defines a relation over that version's data files with
+exactly those columns — masked ones already replaced by their masked expression, rows already
+filtered. The consumer's SQL is rewritten to read those relations, checked again by DuckDB's own
+parser, and run on a connection that can open only those files, with its configuration locked, a
+memory limit and a timeout. Every query, run or refused, is an audit entry.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from trustmesh.access.model import DatasetInfo, Directory, Principal
+from trustmesh.access.policy import Decision
+from trustmesh.access.workflow import AccessService
+from trustmesh.catalog import Catalog
+from trustmesh.engines.duckdb import literal, quote
+from trustmesh.errors import NotFound, TrustmeshError
+from trustmesh.metastore import audit
+from trustmesh.privacy.keys import KeyStore
+from trustmesh.privacy.masking import Masking, choose, expression
+from trustmesh.query.guard import INTERNAL_PREFIX, QueryRefused, parse, rewrite, verify
+
+MAX_AUDITED_SQL = 10_000
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one query may use."""
+
+    timeout_s: float = 30.0
+    memory: str = "2GB"
+    threads: int = 2
+    default_rows: int = 10_000
+    max_rows: int = 1_000_000
+
+
+@dataclass
+class Relation:
+    """One dataset as this principal may read it: the version, its files, and the SELECT over them."""
+
+    address: str
+    version: int
+    files: list[str]
+    view: str
+    select: str = ""
+    masked: dict[str, Masking] = field(default_factory=dict)
+    withheld: list[str] = field(default_factory=list)
+    row_filter: str | None = None
+    policies: list[str] = field(default_factory=list)
+
+
+@dataclass
+class QueryResult:
+    """Rows (as Arrow) and what the gateway did to produce them."""
+
+    table: Any
+    query_id: str
+    principal: str
+    datasets: dict[str, int]
+    masked: dict[str, dict[str, str]]
+    withheld: list[str]
+    row_filters: dict[str, str]
+    truncated: bool
+    duration_s: float
+
+    def info(self) -> dict[str, Any]:
+        return {"query_id": self.query_id, "principal": self.principal, "datasets": self.datasets,
+                "masked": self.masked, "withheld": self.withheld, "row_filters": self.row_filters,
+                "rows": self.table.num_rows, "truncated": self.truncated, "duration_s": round(self.duration_s, 4),
+                "columns": [{"name": f.name, "type": str(f.type)} for f in self.table.schema]}
+
+
+class QueryTimeout(TrustmeshError, TimeoutError):
+    http_status = 408
+
+
+class Gateway:
+    """The one way a consumer reads data: `run(principal, sql)`."""
+
+    def __init__(self, catalog: Catalog, access: AccessService, keys: KeyStore, scratch: Path,
+                 limits: Limits | None = None) -> None:
+        self.catalog = catalog
+        self.access = access
+        self.keys = keys
+        self.scratch = scratch
+        self.limits = limits or Limits()
+
+    def run(self, principal_id: str, sql: str, *, limit: int | None = None) -> QueryResult:
+        """Run one read query as `principal_id`; refused queries raise and are audited with the reason."""
+        started = time.perf_counter()
+        query_id = uuid.uuid4().hex[:12]
+        relations: list[Relation] = []
+        try:
+            result = self._run(principal_id, sql, limit, query_id, relations, started)
+        except TrustmeshError as exc:
+            self._audit("query.refused", principal_id, relations, {
+                "query": query_id, "sql": sql[:MAX_AUDITED_SQL], "reason": str(exc),
+                "datasets": {r.address: r.version for r in relations}})
+            raise
+        self._audit("query.run", principal_id, relations, {
+            "query": query_id, "sql": sql[:MAX_AUDITED_SQL], "datasets": result.datasets,
+            "masked": {k: v["strategy"] for k, v in result.masked.items()}, "withheld": result.withheld,
+            "row_filters": result.row_filters, "rows": result.table.num_rows, "truncated": result.truncated,
+            "duration_ms": round(result.duration_s * 1000, 1)})
+        return result
+
+    def _audit(self, kind: str, principal: str, relations: list[Relation], details: dict[str, Any]) -> None:
+        subject = ",".join(sorted({r.address for r in relations}))[:600] or "query"
+        with self.catalog.store.session() as session:
+            audit.append(session, kind, principal, subject, details, at=self.access.clock())
+
+    def _run(self, principal_id: str, sql: str, limit: int | None, query_id: str, relations: list[Relation],
+             started: float) -> QueryResult:
+        rows = self.limits.default_rows if limit is None else limit
+        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows > self.limits.max_rows:
+            raise QueryRefused(f"--limit {limit!r}: from 1 to {self.limits.max_rows:,} rows")
+        directory = self.access.directory()
+        principal = self.access.principal(principal_id, directory)
+        parsed = parse(sql, set(directory.mesh.products))
+        authorizer = self.access.authorizer(principal.id, directory)
+        now = self.access.clock()
+        views: dict[int, str] = {}
+        for i, ref in enumerate(parsed.refs):
+            ds = directory.datasets.get(ref.address)
+            if ds is None:
+                raise QueryRefused(f"no dataset {ref.address} in this mesh — fix: check the address "
+                                   "(`trustmesh catalog list`)")
+            decision = authorizer.explain(principal, ds, now)
+            if not decision.allowed:
+                raise QueryRefused(f"{decision.reason} — fix: `trustmesh access request {ds.address} --purpose ... "
+                                   "--purpose-category ... --days N`")
+            try:
+                version, files = self.catalog.version_files(ds.address, ref.version)
+            except NotFound as exc:
+                raise QueryRefused(str(exc)) from exc
+            relation = Relation(ds.address, version, files, f"{INTERNAL_PREFIX}_{query_id}_{i}",
+                                policies=decision.policies)
+            relations.append(relation)
+            views[id(ref.node)] = relation.view
+            self._policy(relation, ds, decision, principal, directory)
+        con = self._connection([f for r in relations for f in r.files], query_id)
+        timer = threading.Timer(self.limits.timeout_s, con.interrupt)
+        try:
+            for relation in relations:
+                self._define(con, relation, directory.datasets[relation.address])
+            con.execute("SET lock_configuration = true")
+            final = rewrite(parsed, views)
+            verify(con, final, {r.view for r in relations}, parsed.ctes)
+            timer.start()
+            table, truncated = self._fetch(con, final, rows, relations)
+        finally:
+            timer.cancel()
+            con.close()
+        masked = {f"{r.address}.{c}": m.to_dict() for r in relations for c, m in r.masked.items()}
+        return QueryResult(table, query_id, principal.id, {r.address: r.version for r in relations}, masked,
+                           [f"{r.address}.{c}" for r in relations for c in r.withheld],
+                           {r.address: r.row_filter for r in relations if r.row_filter}, truncated,
+                           time.perf_counter() - started)
+
+    def _policy(self, relation: Relation, ds: DatasetInfo, decision: Decision, principal: Principal,
+                directory: Directory) -> None:
+        """Which columns are masked (and how) or withheld, and the contract's row filter for outside readers."""
+        output = directory.mesh.datasets.get(ds.address)
+        contract = output.contract if output else None
+        declared: dict[str, Any] = {}
+        if contract:
+            for col in contract.document.get("schema", [{}])[0].get("properties", []):
+                for prop in col.get("customProperties") or []:
+                    if prop.get("property") == "masking":
+                        declared[col.get("name")] = prop.get("value")
+            filters = [p.get("value") for p in contract.document.get("schema", [{}])[0].get("customProperties") or []
+                       if p.get("property") == "rowFilter"]
+            if filters and ds.domain not in principal.member_of():
+                relation.row_filter = _bind_filter(str(filters[0]), principal)
+        for name, outcome in decision.columns.items():
+            if outcome == "mask":
+                relation.masked[name] = choose(ds.columns[name].pii_type, declared.get(name))
+            elif outcome == "deny":
+                relation.withheld.append(name)
+        if len(relation.withheld) == len(ds.columns):
+            raise QueryRefused(f"{principal.id} may read no column of {ds.address}")
+
+    def _connection(self, files: list[str], query_id: str) -> duckdb.DuckDBPyConnection:
+        tmp = self.scratch / query_id
+        con = duckdb.connect(":memory:")
+        con.execute(f"SET memory_limit = {literal(self.limits.memory)}")
+        con.execute(f"SET threads = {int(self.limits.threads)}")
+        con.execute(f"SET temp_directory = {literal(str(tmp))}")
+        con.execute(f"SET allowed_directories = {literal([str(tmp) + '/'])}")
+        con.execute(f"SET allowed_paths = {literal(sorted(set(files)))}")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        return con
+
+    def _define(self, con: duckdb.DuckDBPyConnection, relation: Relation, ds: DatasetInfo) -> None:
+        source = f"read_parquet({literal(relation.files)})"
+        types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        select = []
+        for name, type_ in types.items():
+            if name in relation.withheld or name not in ds.columns:
+                if name not in relation.withheld:
+                    relation.withheld.append(name)  # not in the contract any more: nobody outside reads it
+                continue
+            masking = relation.masked.get(name)
+            if masking is None:
+                select.append(quote(name))
+            else:
+                select.append(f"{expression(quote(name), masking, type_, self.keys.key)} AS {quote(name)}")
+        if not select:
+            raise QueryRefused(f"no column of {relation.address} v{relation.version} is readable")
+        where = f" WHERE {relation.row_filter}" if relation.row_filter else ""
+        relation.select = f"SELECT {', '.join(select)} FROM {source}{where}"
+        con.execute(f"CREATE TEMP VIEW {quote(relation.view)} AS {relation.select}")
+
+    def _fetch(self, con: duckdb.DuckDBPyConnection, sql: str, rows: int,
+               relations: list[Relation]) -> tuple[Any, bool]:
+        import pyarrow as pa
+
+        try:
+            reader = con.sql(sql).fetch_record_batch(min(rows + 1, 100_000))
+            batches, count = [], 0
+            for batch in reader:
+                batches.append(batch)
+                count += batch.num_rows
+                if count > rows:
+                    break
+            table = pa.Table.from_batches(batches, schema=reader.schema)
+        except duckdb.InterruptException as exc:
+            raise QueryTimeout(f"the query ran longer than {self.limits.timeout_s:g} s and was stopped — fix: "
+                               "filter or aggregate more, or ask for fewer rows") from exc
+        except duckdb.Error as exc:
+            raise QueryRefused(_explain_failure(str(exc), relations)) from exc
+        truncated = table.num_rows > rows
+        return (table.slice(0, rows) if truncated else table), truncated
+
+
+def _bind_filter(template: str, principal: Principal) -> str:
+    """A contract's row filter for outside readers; `{agency}` and `{principal}` become the reader's values."""
+    values = {"agency": principal.domain or "", "principal": principal.id}
+    text = template
+    for key, value in values.items():
+        text = text.replace("{" + key + "}", "'" + value.replace("'", "''") + "'")
+    return f"({text})"
+
+
+def _explain_failure(message: str, relations: list[Relation]) -> str:
+    """DuckDB's error, with our internal relation names put back as the addresses the consumer wrote."""
+    first = message.strip().splitlines()[0][:400]
+    for r in relations:
+        first = first.replace(r.view, r.address)
+    withheld = [f"{r.address}.{c}" for r in relations for c in r.withheld if f'"{c}"' in message or f" {c}" in message]
+    if withheld and ("not found" in message.lower() or "does not have a column" in message.lower()):
+        return f"{first} — {', '.join(withheld)} is not granted to you (ask for it with `trustmesh access request`)"
+    return f"the query failed: {first}"

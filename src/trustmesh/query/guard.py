@@ -1,0 +1,261 @@
+"""The query guard: only one read query, only datasets by address, only allow-listed functions.
+
+Two parsers must agree. sqlglot parses the consumer's SQL, finds every dataset it names and rewrites
+each into a policy-enforced relation; then DuckDB's own parser (`json_serialize_sql`) reads the
+rewritten text that will actually run and checks it again: a single SELECT, reading nothing but those
+relations and the query's own CTEs, calling nothing outside the allow-list. Whatever one parser
+misreads, the other refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlglot
+from sqlglot import TokenType, exp
+from sqlglot.errors import ParseError
+from sqlglot.tokens import Tokenizer
+
+from trustmesh.errors import TrustmeshError
+
+MAX_SQL_CHARS = 100_000
+INTERNAL_PREFIX = "__tm"
+
+# Functions a consumer may call: scalar, aggregate and window functions without side effects, by the
+# name DuckDB's parser gives them (operators included). Everything else is refused by name.
+AGGREGATES = """count count_star sum avg mean min max median mode quantile quantile_cont quantile_disc stddev
+stddev_pop stddev_samp variance var_pop var_samp first last any_value arg_max arg_min argmax argmin max_by min_by
+bool_and bool_or string_agg group_concat listagg list array_agg approx_count_distinct approx_quantile corr covar_pop
+covar_samp regr_slope regr_intercept regr_r2 regr_count regr_avgx regr_avgy histogram product fsum sumkahan kahan_sum
+kurtosis kurtosis_pop skewness entropy bit_and bit_or bit_xor sem mad count_if countif favg geomean geometric_mean"""
+WINDOWS = "row_number rank dense_rank percent_rank cume_dist ntile lag lead first_value last_value nth_value"
+SCALARS = """abs ceil ceiling floor round round_even trunc sqrt cbrt exp ln log log2 log10 pow power sign signbit
+greatest least mod pi degrees radians sin cos tan asin acos atan atan2 cot isnan isinf isfinite even factorial gcd
+lcm random lower upper lcase ucase length len strlen char_length character_length length_grapheme concat concat_ws
+substr substring substring_grapheme left right left_grapheme right_grapheme trim ltrim rtrim replace reverse
+repeat lpad rpad split_part string_split str_split string_split_regex starts_with ends_with prefix suffix contains
+position strpos instr regexp_matches regexp_replace regexp_extract regexp_extract_all regexp_full_match
+regexp_split_to_array regexp_escape like_escape ilike_escape not_like_escape not_ilike_escape format printf ascii
+unicode ord chr translate levenshtein editdist3 damerau_levenshtein jaro_similarity jaro_winkler_similarity hamming
+mismatches jaccard strip_accents nfc_normalize lower upper md5 sha1 sha256 hash bit_count bit_length octet_length
+to_base64 base64 from_base64 encode decode to_hex hex from_hex unhex bin to_binary from_binary date_part datepart
+date_trunc datetrunc date_diff datediff date_sub datesub date_add extract year month day dayofweek dayofmonth
+dayofyear week weekofyear weekday quarter hour minute second millisecond microsecond nanosecond epoch epoch_ms
+epoch_us epoch_ns era decade century millennium julian isodow isoyear yearweek make_date make_time make_timestamp
+make_timestamptz strftime strptime try_strptime to_timestamp age last_day monthname dayname time_bucket to_days
+to_hours to_minutes to_seconds to_months to_years to_weeks to_decades to_centuries to_millennia to_milliseconds
+to_microseconds to_quarters today now get_current_timestamp current_timestamp current_date get_current_time
+current_time transaction_timestamp timezone nullif ifnull if iff coalesce typeof list_value list_pack struct_pack
+struct_insert row list_extract list_element array_extract list_transform array_transform apply list_apply
+list_filter array_filter filter list_reduce array_reduce reduce list_aggregate array_aggregate list_aggr
+aggregate list_sort array_sort list_reverse_sort list_distinct array_distinct list_unique array_unique
+list_contains array_contains list_has array_has list_has_any list_has_all list_position list_indexof
+array_length list_concat array_concat list_cat array_cat list_slice array_slice list_zip list_sum list_min
+list_max list_avg list_count list_first list_last list_any_value list_string_agg array_to_string list_resize
+flatten unnest generate_series range struct_extract struct_extract_at map map_extract map_keys map_values
+map_entries map_from_entries cardinality element_at json_extract json_extract_string json_extract_path
+json_extract_path_text json_type json_valid json_array_length json_keys json_object json_array to_json
+array_to_json json_structure json_contains json_exists json_value isodate try_cast cast union_value union_tag
+union_extract enum_code enum_first enum_last enum_range enum_range_boundary ceil floor xor bitstring gamma
+lgamma nextafter least_common_multiple greatest_common_divisor formatreadablesize format_bytes
+formatreadabledecimalsize rtrim ltrim split array_position array_indexof list_select array_select list_where
+array_where list_grade_up array_grade_up list_inner_product list_dot_product list_cosine_similarity
+list_distance array_inner_product array_cosine_similarity array_distance array_value array_cross_product
+current_localtime current_localtimestamp"""
+OPERATORS = """+ - * / // % ** ^ & | << >> ~ || ~~ !~~ ~~* !~~* ~~~ !~~~ ^@ @> <@ && -> ->> !__postfix"""
+ALLOWED_FUNCTIONS = frozenset((AGGREGATES + " " + WINDOWS + " " + SCALARS + " " + OPERATORS).split())
+ALLOWED_TABLE_FUNCTIONS = frozenset({"unnest", "range", "generate_series"})
+# The kinds of node DuckDB's parser may produce in an allowed query; anything else (a prepared
+# statement parameter, say) is refused rather than assumed harmless.
+ALLOWED_CLASSES = frozenset({
+    "BETWEEN", "CASE", "CAST", "COLLATE", "COLUMN_REF", "COMPARISON", "CONJUNCTION", "CONSTANT", "FUNCTION",
+    "LAMBDA", "OPERATOR", "POSITIONAL_REFERENCE", "STAR", "SUBQUERY", "WINDOW", "TYPE", "LAMBDA_REF",
+})
+DENIED_TABLE_REFS = frozenset({"SHOW_REF", "COLUMN_DATA", "DELIM_GET", "BOUND_REF", "CTE_REF"})
+READ_ROOTS = (exp.Select, exp.Union, exp.Intersect, exp.Except, exp.Values, exp.Subquery)
+FORBIDDEN_NODES = (exp.Into, exp.Insert, exp.Update, exp.Delete, exp.Create, exp.Drop, exp.Command, exp.Copy,
+                   exp.Set, exp.Pragma, exp.Attach, exp.Detach, exp.Install, exp.Use, exp.Describe, exp.Show,
+                   exp.Summarize, exp.Placeholder, exp.Parameter)
+
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
+
+
+class QueryRefused(TrustmeshError, PermissionError):
+    """The query was not run: it is not a read query, names what it may not, or calls what is not allowed."""
+
+    http_status = 403
+
+
+@dataclass
+class DatasetRef:
+    """One dataset a query reads: its address, the version asked for (None: the served one), the node."""
+
+    address: str
+    version: int | None
+    node: exp.Table = field(repr=False)
+
+
+@dataclass
+class Parsed:
+    tree: exp.Expr
+    refs: list[DatasetRef]
+    ctes: set[str]
+
+
+def quote_addresses(sql: str, products: set[str]) -> str:
+    """`bts.flights-dp.flights` → `bts."flights-dp".flights` where `bts.flights-dp` is a known product.
+
+    Only adjacent tokens (no spaces around the dashes) outside strings and comments are joined, so
+    `a.x - b.y` stays a subtraction.
+    """
+    try:
+        tokens = Tokenizer(dialect="duckdb").tokenize(sql)
+    except Exception:
+        return sql
+    edits: list[tuple[int, int, str]] = []
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.token_type == TokenType.VAR and i + 2 < len(tokens) and tokens[i + 1].token_type == TokenType.DOT:
+            j = i + 2
+            parts = [tokens[j]]
+            while (j + 2 < len(tokens) and tokens[j + 1].token_type == TokenType.DASH
+                   and tokens[j + 1].start == tokens[j].end + 1 and tokens[j + 2].start == tokens[j + 1].end + 1):
+                parts.append(tokens[j + 2])
+                j += 2
+            name = "-".join(p.text for p in parts)
+            if len(parts) > 1 and f"{t.text}.{name}" in products:
+                edits.append((parts[0].start, parts[-1].end, '"' + name + '"'))
+                i = j
+        i += 1
+    for start, end, text in reversed(edits):
+        sql = sql[:start] + text + sql[end + 1:]
+    return sql
+
+
+def parse(sql: str, products: set[str]) -> Parsed:
+    """Parse a consumer's query and find the datasets it reads; refuse anything but one read query."""
+    if not sql or not sql.strip():
+        raise QueryRefused("the query is empty — fix: write a SELECT naming datasets as domain.\"product\".dataset")
+    if len(sql) > MAX_SQL_CHARS:
+        raise QueryRefused(f"the query is {len(sql):,} characters; at most {MAX_SQL_CHARS:,} are accepted")
+    sql = quote_addresses(sql, products)
+    try:
+        statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
+    except (ParseError, Exception) as exc:
+        raise QueryRefused(f"the query does not parse: {str(exc).splitlines()[0][:300]}") from exc
+    if len(statements) != 1:
+        raise QueryRefused(f"one statement per query, not {len(statements)} — fix: send them one at a time")
+    tree = statements[0]
+    if not isinstance(tree, READ_ROOTS):
+        raise QueryRefused(f"only read queries (SELECT, WITH, UNION/INTERSECT/EXCEPT, VALUES) are allowed; this is "
+                           f"{type(tree).__name__.upper()}")
+    bad = next((n for n in tree.walk() if isinstance(n, FORBIDDEN_NODES)), None)
+    if bad is not None:
+        raise QueryRefused(f"{type(bad).__name__.upper()} is not allowed in a query: only reads are")
+    for ident in tree.find_all(exp.Identifier):
+        if ident.name.lower().startswith(INTERNAL_PREFIX):
+            raise QueryRefused(f"names starting with {INTERNAL_PREFIX} are reserved: {ident.name!r}")
+    ctes = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
+    refs: list[DatasetRef] = []
+    for table in list(tree.find_all(exp.Table)):
+        if not isinstance(table.this, exp.Identifier):
+            continue  # a table function: DuckDB's check below names it
+        if table.catalog and table.db:
+            refs.append(DatasetRef(f"{table.catalog}.{table.db}.{table.name}", _version(table), table))
+        elif table.db or table.catalog:
+            raise QueryRefused(f"{table.sql('duckdb')} is not a dataset address — fix: name datasets as "
+                               "domain.\"product\".dataset, e.g. bts.\"flights-dp\".flights")
+        elif table.name.lower() not in ctes:
+            raise QueryRefused(f"unknown table {table.name!r} — fix: name datasets as domain.\"product\".dataset "
+                               "(see `trustmesh catalog list`)")
+    return Parsed(tree, refs, ctes)
+
+
+def _version(table: exp.Table) -> int | None:
+    when = table.args.get("when")
+    if when is None:
+        return None
+    kind = str(when.args.get("kind") or "").upper()
+    value = when.args.get("expression")
+    if kind != "VERSION" or not isinstance(value, exp.Literal) or value.is_string or not value.this.isdigit():
+        raise QueryRefused(f"{table.sql('duckdb')}: a past version is `AT (VERSION => N)` with N a version "
+                           "number (see `trustmesh catalog versions ADDRESS`)")
+    table.set("when", None)
+    return int(value.this)
+
+
+def rewrite(parsed: Parsed, views: dict[int, str]) -> str:
+    """The query with each dataset reference replaced by its policy-enforced relation (keyed by id(node))."""
+    for ref in parsed.refs:
+        node = ref.node
+        alias = node.args.get("alias")
+        replacement = exp.Table(this=exp.to_identifier(views[id(node)], quoted=True))
+        replacement.set("alias", alias.copy() if alias else exp.TableAlias(this=exp.to_identifier(node.name, quoted=True)))
+        node.replace(replacement)
+    return parsed.tree.sql(dialect="duckdb")
+
+
+def verify(con: Any, sql: str, relations: set[str], ctes: set[str]) -> None:
+    """DuckDB's own reading of the SQL that will run: one SELECT over our relations and the query's CTEs."""
+    raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
+    tree = json.loads(raw)
+    if tree.get("error"):
+        message = tree.get("error_message", "")
+        raise QueryRefused("only read queries are allowed" if "Only SELECT" in message
+                           else f"the query does not parse: {message[:300]}")
+    if len(tree.get("statements", [])) != 1:
+        raise QueryRefused("one statement per query")
+    allowed_tables = {r.lower() for r in relations} | ctes | _cte_names(tree)
+    _check(tree["statements"], allowed_tables)
+
+
+def _cte_names(node: Any) -> set[str]:
+    names: set[str] = set()
+    if isinstance(node, dict):
+        for item in (node.get("cte_map") or {}).get("map", []) if isinstance(node.get("cte_map"), dict) else []:
+            names.add(str(item.get("key", "")).lower())
+        for value in node.values():
+            names |= _cte_names(value)
+    elif isinstance(node, list):
+        for value in node:
+            names |= _cte_names(value)
+    return names
+
+
+def _check(node: Any, tables: set[str]) -> None:
+    if isinstance(node, list):
+        for item in node:
+            _check(item, tables)
+        return
+    if not isinstance(node, dict):
+        return
+    cls, kind = node.get("class"), node.get("type")
+    if cls is not None and cls not in ALLOWED_CLASSES:
+        raise QueryRefused(f"{str(cls).lower().replace('_', ' ')} expressions are not allowed in a query")
+    if cls in ("FUNCTION", "WINDOW"):
+        name = str(node.get("function_name", "")).lower()
+        if node.get("schema") or node.get("catalog"):
+            raise QueryRefused(f"function {node.get('catalog')}.{node.get('schema')}.{name} is not allowed")
+        if name not in ALLOWED_FUNCTIONS:
+            raise QueryRefused(f"function {name}() is not allowed in a query — only side-effect-free scalar, "
+                               "aggregate and window functions are")
+    if cls is None and kind == "BASE_TABLE":
+        if node.get("catalog_name") or node.get("schema_name"):
+            raise QueryRefused(f"{node.get('catalog_name')}.{node.get('schema_name')}.{node.get('table_name')} "
+                               "cannot be read here")
+        if str(node.get("table_name", "")).lower() not in tables:
+            raise QueryRefused(f"table {node.get('table_name')!r} cannot be read here")
+        if node.get("at_clause"):
+            raise QueryRefused("AT (...) is only for datasets named by address")
+    elif cls is None and kind == "TABLE_FUNCTION":
+        name = str((node.get("function") or {}).get("function_name", "")).lower()
+        if name not in ALLOWED_TABLE_FUNCTIONS:
+            raise QueryRefused(f"table function {name}() is not allowed in a query — read datasets by address")
+    elif cls is None and kind in DENIED_TABLE_REFS:
+        raise QueryRefused(f"{str(kind).lower().replace('_', ' ')} is not allowed in a query")
+    for value in node.values():
+        _check(value, tables)
