@@ -1,3 +1,17 @@
-"""trustmesh: a self-serve data mesh platform for trusted data sharing."""
+"""trustmesh: a self-serve data mesh platform for trusted data sharing.
+
+`trustmesh.connect(mesh_or_url)` opens governed queries from Python (see `trustmesh.sdk`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+
+
+def connect(target: Any, *, as_: str | None = None, token: str | None = None) -> Any:
+    """Governed queries from Python: `trustmesh.connect("demo-mesh", as_="irfan").sql("SELECT ...").df()`."""
+    from trustmesh.sdk import connect as _connect
+
+    return _connect(target, as_=as_, token=token)

@@ -33,7 +33,8 @@ class Server:
         self.timeout = timeout
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             query: dict[str, Any] | None = None, raw: bool = False) -> Any:
+             query: dict[str, Any] | None = None, raw: bool = False, binary: bool = False) -> Any:
+        """JSON in and out; `raw` returns the text, `binary` (bytes, the X-Trustmesh-Query header) instead."""
         if not self.token:
             raise Unauthenticated(f"no token for {self.url} — fix: export {TOKEN_ENV}=<token from "
                                   "`trustmesh user token PERSON`>")
@@ -45,6 +46,8 @@ class Server:
             **({"Content-Type": "application/json"} if data is not None else {})})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                if binary:
+                    return response.read(), response.headers.get("X-Trustmesh-Query")
                 payload = response.read().decode()
         except urllib.error.HTTPError as exc:
             text = exc.read().decode(errors="replace")

@@ -17,7 +17,7 @@ from starlette.exceptions import HTTPException
 from trustmesh import __version__
 from trustmesh.errors import Problem, TrustmeshError
 from trustmesh.service import Workspace
-from trustmesh.web import access_api, api, pages
+from trustmesh.web import access_api, api, pages, query_api
 
 STATIC = Path(__file__).parent / "static"
 DESCRIPTION = """Discover the data products of a trustmesh mesh: domains, datasets with their contracts, schemas,
@@ -25,7 +25,7 @@ classification and versions, and full-text search with facets.
 
 Every page of the web UI has a JSON twin: add `.json` to its URL (`/products/bts.flights-dp.json`, `/.json?q=delay`).
 Access requests, grants, decisions and the audit trail (`/api/v1/access/…`, `/api/v1/audit…`, `/api/v1/me`)
-need `Authorization: Bearer <token>`: an API token from `trustmesh user token PERSON`, or an OIDC JWT where
+and governed queries (`POST /api/v1/query`) need `Authorization: Bearer <token>`: an API token from `trustmesh user token PERSON`, or an OIDC JWT where
 `platform.oidc` is configured.
 
 Errors are `{"error": message, "problems": [...]}` with the HTTP status of the error."""
@@ -87,6 +87,7 @@ def create_app(workspace: Workspace, *, owns_workspace: bool = False) -> FastAPI
     app.state.workspace = workspace
     app.include_router(api.router)
     app.include_router(access_api.router)
+    app.include_router(query_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(TrustmeshError, trustmesh_error)
