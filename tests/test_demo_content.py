@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import hmac
 import json
 import re
 from collections.abc import Iterator
@@ -300,6 +302,10 @@ def quoted(address: str) -> str:
 def built(demo: Path) -> duckdb.DuckDBPyConnection:
     """Every dataset built from its SQL, as a table at its address, the way the product resolves inputs."""
     con = duckdb.connect()
+    # The linkage token, as the build defines it, under a test key (the platform's own key never leaves its store).
+    con.create_function("person_token", lambda _purpose, value: None if value is None else hmac.new(
+        b"test-key", "".join(value.split()).upper().encode(), hashlib.sha256).hexdigest(),
+        ["VARCHAR", "VARCHAR"], "VARCHAR", null_handling="special")
     for product in build_order():
         folder = demo / product.folder.relative_to(TEMPLATE)
         for port, source in product.ports("file"):

@@ -28,6 +28,7 @@ from trustmesh.lineage.openlineage import LineageEmitter, default_events_path
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import iceberg_catalog
 from trustmesh.metastore.schema import utcnow
+from trustmesh.privacy.keys import KeyStore
 from trustmesh.validate import check_mesh
 
 if TYPE_CHECKING:
@@ -101,7 +102,13 @@ class Workspace:
     def engine(self) -> Engine:
         """The build engine, confined to the mesh folder and the warehouse."""
         self.warehouse.mkdir(parents=True, exist_ok=True)
-        return get_engine(self.config.platform.engine, [str(self.root), str(self.warehouse.resolve())])
+        token_key = self.keys.key if self.config.linkage else None
+        return get_engine(self.config.platform.engine, [str(self.root), str(self.warehouse.resolve())], token_key)
+
+    @cached_property
+    def keys(self) -> KeyStore:
+        """Pseudonymisation and linkage keys: `.trustmesh/keys.json` (mode 0600), or $TRUSTMESH_KEYS_FILE."""
+        return KeyStore(self.root / ".trustmesh" / "keys.json")
 
     def iceberg(self) -> Any:
         """The Iceberg catalog, opened on first use (a no-change build never imports pyiceberg)."""
@@ -145,11 +152,9 @@ class Workspace:
     @cached_property
     def gateway(self) -> Gateway:
         """Governed queries: the only way a consumer reads data."""
-        from trustmesh.privacy.keys import KeyStore
         from trustmesh.query.gateway import Gateway
 
-        return Gateway(self.catalog, self.access, KeyStore(self.root / ".trustmesh" / "keys.json"),
-                       self.root / ".trustmesh" / "query-tmp")
+        return Gateway(self.catalog, self.access, self.keys, self.root / ".trustmesh" / "query-tmp")
 
     def query(self, principal: str, sql: str, *, limit: int | None = None) -> QueryResult:
         """Run a read query as `principal`: only what their grants allow, masked where they say, audited."""

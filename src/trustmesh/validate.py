@@ -6,6 +6,7 @@ import difflib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 from trustmesh.descriptors import InputPort, Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import ProductSql, parse_product_sql
@@ -83,6 +84,34 @@ def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None, *,
     return problems
 
 
+def token_problems(mesh: Mesh, product: Product, output: OutputDataset, tree: Any) -> list[Problem]:
+    """`person_token('<purpose>', value)` names a registered linkage purpose that includes the product's domain."""
+    from sqlglot import exp
+
+    problems = []
+    purposes = {p.name: p for p in mesh.config.linkage}
+    for call in tree.find_all(exp.Anonymous):
+        if call.name.lower() != "person_token":
+            continue
+        args = call.expressions
+        first = args[0] if args else None
+        if len(args) != 2 or not isinstance(first, exp.Literal) or not first.is_string:
+            problems.append(Problem(output.sql_file, "person_token takes a linkage purpose as a quoted name and a "
+                                    "value: person_token('<purpose>', nric)", fix="e.g. person_token('active-commuting', nric)"))
+            continue
+        purpose = purposes.get(first.this)
+        if purpose is None:
+            problems.append(Problem(output.sql_file, f"person_token names {first.this!r}, which is not a linkage "
+                                    "purpose of this mesh", fix="register it under `linkage:` in mesh.yaml "
+                                    f"({', '.join(purposes) or 'none is registered'})"))
+        elif product.domain not in purpose.domains:
+            problems.append(Problem(output.sql_file, f"{product.domain} is not a domain of the linkage purpose "
+                                    f"{purpose.name!r} ({', '.join(purpose.domains)}), so its products cannot "
+                                    "tokenise under it", fix="ask the governance office to add the domain to the "
+                                    "purpose in mesh.yaml, or read the tokens through a grant instead"))
+    return problems
+
+
 def access_problems(mesh: Mesh) -> list[Problem]:
     """Clearances and thresholds are levels of the mesh's scheme, named approvers exist, Cedar files parse."""
     from trustmesh.access.policy import check_policy_files
@@ -94,6 +123,11 @@ def access_problems(mesh: Mesh) -> list[Problem]:
         if value not in levels:
             problems.append(Problem("mesh.yaml", f"access.{key} {value!r} is not a classification level", f"access.{key}",
                                     fix=f"one of {', '.join(levels)}"))
+    for i, purpose in enumerate(mesh.config.linkage):
+        for name in purpose.domains:
+            if name not in mesh.domains:
+                problems.append(Problem("mesh.yaml", f"linkage purpose {purpose.name!r} names domain {name!r}, which "
+                                        "does not exist", f"linkage[{i}].domains", fix=f"one of {', '.join(mesh.domains)}"))
     declared = [("mesh.yaml", p) for p in mesh.config.people]
     declared += [(f"domains/{d.name}/domain.yaml", p) for d in mesh.domains.values() for p in d.people]
     for file, person in declared:
@@ -181,6 +215,9 @@ def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Pr
     sql, problems = parse_product_sql(output.sql, output.sql_file)
     if sql is None:
         return problems
+    linkage = token_problems(mesh, product, output, sql.tree)
+    if linkage:
+        return linkage
     ports, problems = resolve_views(product, sql)
     if problems or output.contract is None:
         return problems

@@ -276,8 +276,12 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
                 fp.unread = []
                 if is_current(meta, product, fp):
                     return outcome("skipped", message="unchanged since the last build")
-        candidates = [_transform(ctx, session, product, output, build_id, progress, origins, access)
-                      for output in product.outputs]
+        session.token_purposes = {p.name: p.key_id for p in ctx.mesh.config.linkage if product.domain in p.domains}
+        try:
+            candidates = [_transform(ctx, session, product, output, build_id, progress, origins, access)
+                          for output in product.outputs]
+        finally:
+            session.token_purposes = {}
     except BuildFailed as exc:
         for output in product.outputs:  # candidates of datasets that passed are never published now
             data_file_path(ctx.warehouse, output.address, build_id).unlink(missing_ok=True)

@@ -17,6 +17,10 @@ PRODUCT_INPUTS = (
      "Hourly weather at the origin airports for the delay-by-weather analysis"),
     ("adrian", "faa.airports-dp.airports", "transport-tc.delay-weather-dp",
      "Airport names and locations for the delay-by-weather analysis"),
+    ("adrian", "health.activity-dp.activity_tokens", "transport-tc.active-commuting-dp",
+     "Active-commuting linkage: activity per linkage token, released only in groups of 5 or more people"),
+    ("adrian", "commuter.trips-dp.trip_tokens", "transport-tc.active-commuting-dp",
+     "Active-commuting linkage: journeys per linkage token, released only in groups of 5 or more people"),
 )
 PERSON_GRANT = dict(
     actor="irfan", address="health.activity-dp.participants",

@@ -84,12 +84,30 @@ class AccessSettings(Strict):
                                           alias="purposeCategories")
 
 
+class LinkagePurpose(Strict):
+    """A registered purpose for privacy-preserving linkage: its domains tokenise NRICs under one shared key.
+
+    A member domain's product SQL calls `person_token('<name>', nric)`; the result is
+    HMAC-SHA256(K_name, canonical NRIC), so a Trusted Centre can join the domains' outputs on the token
+    without ever holding a raw identifier, and without the key.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    domains: list[str] = Field(min_length=2)
+
+    @property
+    def key_id(self) -> str:
+        return f"linkage:{self.name}"
+
+
 class MeshConfig(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     platform: Platform = Field(default_factory=lambda: Platform.model_validate({}))
     governance: Governance = Field(default_factory=Governance)
     access: AccessSettings = Field(default_factory=lambda: AccessSettings.model_validate({}))
+    linkage: list[LinkagePurpose] = []
     people: list[Person] = []
 
 

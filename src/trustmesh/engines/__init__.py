@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,6 +39,8 @@ class EngineSession(Protocol):
 
     def bind_file(self, view: str, path: str | list[str], fmt: str, options: dict[str, Any], *,
                   same_as: str | list[str] | None = None) -> None: ...
+    token_purposes: dict[str, str]  # linkage purposes the product being built may tokenise under (→ key id)
+
     def bind_parquet(self, view: str, files: list[str], columns: list[str] | None = None) -> None: ...
     def bind_empty(self, view: str, columns: list[ColumnType]) -> None: ...
     def bind_arrow(self, view: str, table: Any) -> None: ...
@@ -60,7 +63,8 @@ class Engine(Protocol):
     def quote(self, identifier: str) -> str: ...
 
 
-def get_engine(name: str, allowed_directories: list[str] | None = None) -> Engine:
+def get_engine(name: str, allowed_directories: list[str] | None = None,
+               token_key: Callable[[str], bytes] | None = None) -> Engine:
     """The engine registered under `name` (imported lazily: heavy engines cost nothing until used).
 
     `allowed_directories`: the only places its sessions may read or write (the mesh and the warehouse).
@@ -68,7 +72,7 @@ def get_engine(name: str, allowed_directories: list[str] | None = None) -> Engin
     if name == "duckdb":
         from trustmesh.engines.duckdb import DuckDBEngine
 
-        return DuckDBEngine(allowed_directories)
+        return DuckDBEngine(allowed_directories, token_key)
     raise UsageError(f"unknown engine {name!r} — fix: set platform.engine in mesh.yaml to one of: duckdb")
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
 import duckdb
+
+try:
+    from duckdb.sqltypes import VARCHAR
+except ImportError:  # DuckDB 1.x
+    from duckdb.typing import VARCHAR  # type: ignore[no-redef]
 
 from trustmesh.engines import Capabilities, ColumnType, QueryFailed
 
@@ -38,6 +46,17 @@ READER_OPTIONS = {
     "parquet": {"union_by_name", "hive_partitioning", "filename"},
     "json": {"format", "columns", "records", "dateformat", "timestampformat", "auto_detect", "maximum_depth"},
 }
+
+
+_NRIC = re.compile(r"[STFGM][0-9]{7}[A-Z]")
+
+
+def _token(key: bytes, value: str) -> str | None:
+    """The linkage token of an NRIC/FIN: canonical form (upper case, no spaces) first; None if malformed."""
+    canonical = "".join(str(value).split()).upper()
+    if not _NRIC.fullmatch(canonical):
+        return None
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
 def _condense(text: str) -> str:
@@ -88,10 +107,14 @@ def reader_sql(path: str | list[str], fmt: str, options: dict[str, Any]) -> str:
 class DuckDBSession:
     """One in-memory DuckDB connection; sources and versions are bound as views by name."""
 
-    def __init__(self, allowed_directories: list[str] | None = None) -> None:
+    def __init__(self, allowed_directories: list[str] | None = None,
+                 token_key: Callable[[str], bytes] | None = None) -> None:
         # Datasets are sets: writing them in parallel without keeping row order is what makes COPY fast.
         self.con = duckdb.connect(":memory:", config={"preserve_insertion_order": False})
         self._dialects: dict[tuple[str, str, str], str] = {}
+        self.token_purposes: dict[str, str] = {}  # linkage purpose → key id, for the product being built
+        if token_key is not None:
+            self._register_person_token(token_key)
         if allowed_directories is not None:
             # A product's SQL reads its declared inputs and nothing else: no other file, no network,
             # and the lock cannot be lifted from inside a query.
@@ -100,6 +123,35 @@ class DuckDBSession:
             self.con.execute(f"SET temp_directory = {literal(dirs[-1] + 'tmp')}")
             self.con.execute("SET enable_external_access = false")
             self.con.execute("SET lock_configuration = true")
+
+    def _register_person_token(self, token_key: Callable[[str], bytes]) -> None:
+        """`person_token(purpose, nric)`: HMAC-SHA256 under the purpose's key of the canonical NRIC/FIN.
+
+        The key stays in Python: SQL sees the function's name, never its key. Only the purposes set in
+        `token_purposes` (those of the product being built) may be used; anything else is an error.
+        """
+        import pyarrow as pa
+
+        def person_token(purposes: Any, values: Any) -> Any:
+            import pyarrow.compute as pc
+
+            found = pc.unique(purposes).to_pylist()
+            for purpose in found:
+                if purpose not in self.token_purposes:
+                    raise ValueError(f"person_token: {purpose!r} is not a linkage purpose of this product's domain")
+            if len(found) == 1:  # the usual case: one purpose, so each distinct value is hashed once
+                key = token_key(self.token_purposes[found[0]])
+                flat = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+                encoded = flat.dictionary_encode()
+                tokens = pa.array([None if v is None else _token(key, v) for v in encoded.dictionary.to_pylist()],
+                                  pa.string())
+                return tokens.take(encoded.indices)
+            return pa.array([None if value is None else _token(token_key(self.token_purposes[purpose]), value)
+                             for purpose, value in zip(purposes.to_pylist(), values.to_pylist(), strict=True)],
+                            pa.string())
+
+        self.con.create_function("person_token", person_token, [VARCHAR, VARCHAR], VARCHAR, type="arrow",
+                                 null_handling="special", side_effects=False)  # type: ignore[call-overload]
 
     def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
         try:
@@ -191,11 +243,13 @@ class DuckDBEngine:
         writes_parquet=True,
     )
 
-    def __init__(self, allowed_directories: list[str] | None = None) -> None:
+    def __init__(self, allowed_directories: list[str] | None = None,
+                 token_key: Callable[[str], bytes] | None = None) -> None:
         self.allowed_directories = allowed_directories
+        self.token_key = token_key
 
     def session(self) -> DuckDBSession:
-        return DuckDBSession(self.allowed_directories)
+        return DuckDBSession(self.allowed_directories, self.token_key)
 
     def quote(self, identifier: str) -> str:
         return quote(identifier)

@@ -14,7 +14,8 @@ from trustmesh.lineage.model import DIRECT, INDIRECT, ColumnLineage, ColumnRef, 
 
 # Functions whose result no longer reveals their input: hashing, keyed tokens, and trustmesh's masking.
 MASKING_FUNCTIONS = frozenset({"md5", "sha1", "sha256", "sha512", "hash", "hmac", "mask", "mask_nric", "pseudonymise",
-                               "pseudonymize", "tokenise", "tokenize", "redact", "tm_mask", "tm_token"})
+                               "pseudonymize", "tokenise", "tokenize", "redact", "tm_mask", "tm_token",
+                               "person_token"})
 RANK = {"IDENTITY": 0, "TRANSFORMATION": 1, "AGGREGATION": 2}
 Edges = dict[ColumnRef, set[Transformation]]
 
