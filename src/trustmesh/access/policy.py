@@ -72,6 +72,7 @@ class GrantTerms:
     columns: tuple[str, ...] | None
     unmask: tuple[str, ...]
     expires_at: datetime
+    row_filter: str | None = None  # a predicate over the dataset's columns; None: every row
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

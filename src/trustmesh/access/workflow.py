@@ -15,6 +15,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlglot import exp
 
 from trustmesh.access.model import PERSON, PRODUCT, DatasetInfo, Directory, Principal
 from trustmesh.access.policy import Authorizer, Decision, GrantTerms
@@ -51,7 +52,7 @@ def request_to_dict(row: AccessRequestRow, decisions: list[AccessDecisionRow], a
     return {
         "id": f"req-{row.id}", "state": row.state, "requester": row.requester, "principal": row.principal,
         "principal_kind": row.principal_kind, "dataset": row.dataset, "domain": row.domain,
-        "columns": row.columns, "unmask": list(row.unmask), "purpose": row.purpose,
+        "columns": row.columns, "unmask": list(row.unmask), "rows": row.row_filter, "purpose": row.purpose,
         "purpose_category": row.purpose_category, "days": row.days, "levels": row.levels,
         "approvals": [{"level": d.level, "approver": d.approver, "decision": d.decision, "note": d.note,
                        "at": d.decided_at.isoformat()} for d in sorted(decisions, key=lambda d: d.level)],
@@ -72,12 +73,43 @@ def grant_to_dict(row: GrantRow, now: datetime) -> dict[str, Any]:
     return {
         "id": f"grant-{row.id}", "state": grant_state(row, now), "principal": row.principal,
         "principal_kind": row.principal_kind, "dataset": row.dataset, "domain": row.domain, "columns": row.columns,
-        "unmask": list(row.unmask), "purpose": row.purpose, "purpose_category": row.purpose_category,
+        "unmask": list(row.unmask), "rows": row.row_filter, "purpose": row.purpose,
+        "purpose_category": row.purpose_category,
         "approvers": list(row.approvers), "granted_at": row.granted_at.isoformat(),
         "expires_at": row.expires_at.isoformat(), "ended_at": row.ended_at.isoformat() if row.ended_at else None,
         "revoked_by": row.revoked_by, "revoke_reason": row.revoke_reason,
         "request": f"req-{row.request_id}" if row.request_id else None,
     }
+
+
+ROW_FILTER_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Boolean, exp.Null, exp.And, exp.Or, exp.Not,
+                    exp.Paren, exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.In, exp.Between, exp.Is,
+                    exp.Like, exp.ILike, exp.Tuple, exp.Neg, exp.Cast, exp.DataType, exp.DataTypeParam)
+
+
+def check_row_filter(text: str, ds: DatasetInfo) -> str:
+    """A grant's row filter: a predicate of comparisons over the dataset's columns, and nothing else.
+
+    No functions, no subqueries: what a steward approves is what it says. Returned in canonical form.
+    """
+    import sqlglot
+    from sqlglot.errors import ParseError
+
+    text = (text or "").strip()
+    if not text:
+        raise UsageError("--rows is empty — fix: a condition such as \"origin = 'JFK'\", or leave --rows out")
+    try:
+        tree = sqlglot.parse_one(text, read="duckdb", into=exp.Condition)
+    except ParseError as exc:
+        raise UsageError(f"--rows {text!r} is not a condition: {str(exc).splitlines()[0]}") from exc
+    for node in tree.walk():
+        if not isinstance(node, ROW_FILTER_NODES):
+            raise UsageError(f"--rows may only compare columns with values (=, <>, <, >, IN, BETWEEN, LIKE, IS NULL, "
+                             f"AND, OR, NOT); {type(node).__name__.upper()} is not allowed")
+        if isinstance(node, exp.Column) and (node.table or node.name not in ds.columns):
+            raise UsageError(f"--rows names {node.sql('duckdb')}, which is not a column of {ds.address} — fix: one "
+                             f"of {', '.join(ds.columns)}")
+    return tree.sql(dialect="duckdb")
 
 
 def _changed(session: Session, statement: Any) -> int:
@@ -88,7 +120,8 @@ def _changed(session: Session, statement: Any) -> int:
 
 def grant_terms(row: GrantRow) -> GrantTerms:
     return GrantTerms(f"grant-{row.id}", row.principal, row.dataset,
-                      tuple(row.columns) if row.columns is not None else None, tuple(row.unmask), row.expires_at)
+                      tuple(row.columns) if row.columns is not None else None, tuple(row.unmask), row.expires_at,
+                      row.row_filter)
 
 
 class AccessService:
@@ -180,7 +213,7 @@ class AccessService:
 
     def request(self, actor: str, address: str, *, purpose: str, purpose_category: str, days: int,
                 columns: list[str] | None = None, unmask: list[str] | None = None,
-                for_product: str | None = None) -> dict[str, Any]:
+                for_product: str | None = None, rows: str | None = None) -> dict[str, Any]:
         """File a request; it lands, pending, in the inbox of the dataset's domain's stewards and owners."""
         with self._attempt(actor, "request", str(address), principal=for_product or actor, days=days):
             directory = self.directory()
@@ -208,6 +241,7 @@ class AccessService:
                     raise UsageError(f"{col} is not personal data, so it is never masked — fix: drop it from --unmask")
                 if wanted is not None and col not in wanted:
                     raise UsageError(f"--unmask {col} is not among the requested --columns — fix: add it to --columns")
+            row_filter = check_row_filter(rows, ds) if rows is not None else None
             if ds.domain in principal.member_of():
                 raise UsageError(f"{principal.id} already reads {ds.address} as part of the {ds.domain} domain; "
                                  "no grant is needed")
@@ -223,13 +257,14 @@ class AccessService:
                                    f"it, or `trustmesh access withdraw req-{dup.id}` and ask again")
                 row = AccessRequestRow(
                     requester=requester.id, principal=principal.id, principal_kind=principal.kind, dataset=ds.address,
-                    domain=ds.domain, columns=wanted, unmask=unmasked, purpose=purpose,
+                    domain=ds.domain, columns=wanted, unmask=unmasked, row_filter=row_filter, purpose=purpose,
                     purpose_category=purpose_category, days=days, levels=levels, state="pending", revision=0,
                     created_at=now, expires_at=now + timedelta(days=settings.request_days), reason="")
                 session.add(row)
                 session.flush()
                 audit.append(session, "access.requested", requester.id, ds.address, {
                     "request": f"req-{row.id}", "principal": principal.id, "columns": wanted, "unmask": unmasked,
+                    "rows": row_filter,
                     "purpose": purpose, "purpose_category": purpose_category, "days": days, "levels": levels}, at=now)
                 return request_to_dict(row, [], self._awaiting(row, [], ds, directory))
 
@@ -368,13 +403,14 @@ class AccessService:
     def _grant(self, session: Session, req: AccessRequestRow, approvers: list[str], now: datetime) -> GrantRow:
         grant = GrantRow(request_id=req.id, principal=req.principal, principal_kind=req.principal_kind,
                          dataset=req.dataset, domain=req.domain, columns=req.columns, unmask=list(req.unmask),
+                         row_filter=req.row_filter,
                          purpose=req.purpose, purpose_category=req.purpose_category, approvers=approvers,
                          granted_at=now, expires_at=now + timedelta(days=req.days), state="active", revoke_reason="")
         session.add(grant)
         session.flush()
         audit.append(session, "grant.created", approvers[-1], req.dataset, {
             "grant": f"grant-{grant.id}", "request": f"req-{req.id}", "principal": req.principal,
-            "columns": req.columns, "unmask": list(req.unmask), "purpose": req.purpose,
+            "columns": req.columns, "unmask": list(req.unmask), "rows": req.row_filter, "purpose": req.purpose,
             "expires_at": grant.expires_at.isoformat(), "approvers": approvers}, at=now)
         return grant
 

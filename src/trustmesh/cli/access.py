@@ -113,6 +113,7 @@ def print_request(r: dict[str, Any]) -> None:
     done = sum(1 for a in r["approvals"] if a["decision"] == "approve")
     console.print(f"[bold]{r['id']}[/] {r['state']}: {r['principal']} → {r['dataset']} "
                   f"(columns: {_cols(r['columns'])}" + (f"; unmask: {', '.join(r['unmask'])}" if r["unmask"] else "")
+                  + (f"; rows: {r['rows']}" if r.get("rows") else "")
                   + f") for {r['days']} days", markup=True, highlight=False)
     console.print(f"  purpose ({r['purpose_category']}): {r['purpose']}", markup=False)
     console.print(f"  approvals: {done}/{r['levels']}" + "".join(
@@ -139,6 +140,8 @@ def request(
                                                     "needs two approvals.")] = None,
     for_product: Annotated[str | None, typer.Option("--for", help="Ask on behalf of a product of your domain that "
                                                                   "reads this dataset, e.g. transport-tc.punctuality-dp.")] = None,
+    rows: Annotated[str | None, typer.Option(help="Only rows matching this condition over the dataset's columns, "
+                                                  "e.g. \"origin = 'JFK' AND month IN (1, 2)\".")] = None,
     as_: AsOpt = None, server: ServerOpt = None, mesh: MeshOpt = None, json: JsonOpt = False,
 ) -> None:
     """Ask for access to a dataset; the request waits in its domain's stewards' inbox.
@@ -148,7 +151,7 @@ def request(
     """
     result = _client(mesh, as_, server).request(
         address, purpose=purpose, purpose_category=purpose_category, days=days, columns=_split(columns),
-        unmask=_split(unmask), for_product=for_product)
+        unmask=_split(unmask), for_product=for_product, rows=rows)
     if json:
         print_json(result)
         return

@@ -280,6 +280,7 @@ class AccessRequestRow(Base):
     domain: Mapped[str] = mapped_column(String(200), index=True)
     columns: Mapped[list[Any] | None] = mapped_column(JSON)  # None: every column
     unmask: Mapped[list[Any]] = mapped_column(default=list)
+    row_filter: Mapped[str | None] = mapped_column(Text)  # only rows matching this predicate (migration 0006)
     purpose: Mapped[str] = mapped_column(Text)
     purpose_category: Mapped[str] = mapped_column(String(100))
     days: Mapped[int] = mapped_column(Integer)
@@ -319,6 +320,7 @@ class GrantRow(Base):
     domain: Mapped[str] = mapped_column(String(200))
     columns: Mapped[list[Any] | None] = mapped_column(JSON)
     unmask: Mapped[list[Any]] = mapped_column(default=list)
+    row_filter: Mapped[str | None] = mapped_column(Text)
     purpose: Mapped[str] = mapped_column(Text)
     purpose_category: Mapped[str] = mapped_column(String(100))
     approvers: Mapped[list[Any]] = mapped_column(default=list)

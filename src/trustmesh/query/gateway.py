@@ -57,6 +57,10 @@ class Relation:
     withheld: list[str] = field(default_factory=list)
     row_filter: str | None = None
     policies: list[str] = field(default_factory=list)
+    # With grants that filter rows: a column is visible (clear) only on the rows of a grant that covers
+    # (unmasks) it; `None` means no such condition.
+    visible_when: dict[str, str | None] = field(default_factory=dict)
+    clear_when: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -148,6 +152,8 @@ class Gateway:
             relations.append(relation)
             views[id(ref.node)] = relation.view
             self._policy(relation, ds, decision, principal, directory)
+            if ds.domain not in principal.member_of():
+                _grant_rows(relation, ds, decision, authorizer.grants.get((principal.id, ds.address), []), now)
         con = self._connection([f for r in relations for f in r.files], query_id)
         timer = threading.Timer(self.limits.timeout_s, con.interrupt)
         try:
@@ -213,10 +219,17 @@ class Gateway:
                     relation.withheld.append(name)  # not in the contract any more: nobody outside reads it
                 continue
             masking = relation.masked.get(name)
-            if masking is None:
-                select.append(quote(name))
-            else:
-                select.append(f"{expression(quote(name), masking, type_, self.keys.key)} AS {quote(name)}")
+            raw = quote(name)
+            masked = expression(raw, masking, type_, self.keys.key) if masking else None
+            value = masked or raw
+            visible, clear = relation.visible_when.get(name), relation.clear_when.get(name)
+            if masking is None and ds.columns[name].personal and masked is None and clear is not None:
+                # readable in the clear only on the rows of a grant that unmasks it; masked elsewhere
+                fallback = expression(raw, choose(ds.columns[name].pii_type), type_, self.keys.key)
+                value = f"CASE WHEN {clear} THEN {raw} ELSE {fallback} END"
+            if visible is not None:
+                value = f"CASE WHEN {visible} THEN {value} END"
+            select.append(value if value == raw else f"{value} AS {raw}")
         if not select:
             raise QueryRefused(f"no column of {relation.address} v{relation.version} is readable")
         where = f" WHERE {relation.row_filter}" if relation.row_filter else ""
@@ -243,6 +256,32 @@ class Gateway:
             raise QueryRefused(_explain_failure(str(exc), relations)) from exc
         truncated = table.num_rows > rows
         return (table.slice(0, rows) if truncated else table), truncated
+
+
+def _any(conditions: list[str | None]) -> str | None:
+    """OR of row conditions, where None is "every row" (and so wins)."""
+    if not conditions or any(c is None for c in conditions):
+        return None
+    return " OR ".join(f"({c})" for c in sorted(set(c for c in conditions if c)))
+
+
+def _grant_rows(relation: Relation, ds: DatasetInfo, decision: Decision, grants: list[Any], now: Any) -> None:
+    """Rows limited by grants: a row is visible on any grant's rows; a column only on the rows of a grant that
+    covers it, and in the clear only on the rows of one that unmasks it. Cedar's column outcome still caps it."""
+    live = [g for g in grants if g.expires_at > now]
+    if not live or all(g.row_filter is None for g in live):
+        return
+    rows = _any([g.row_filter for g in live])
+    relation.row_filter = f"({relation.row_filter}) AND ({rows})" if relation.row_filter and rows else \
+        (relation.row_filter or rows)
+    for name, outcome in decision.columns.items():
+        if outcome == "deny":
+            continue
+        covering = [g for g in live if g.columns is None or name in g.columns]
+        relation.visible_when[name] = _any([g.row_filter for g in covering]) if covering else "false"
+        if outcome == "allow" and ds.columns[name].personal:
+            unmasking = [g.row_filter for g in covering if name in g.unmask]
+            relation.clear_when[name] = _any(unmasking) if unmasking else "false"
 
 
 def _bind_filter(template: str, principal: Principal) -> str:

@@ -63,6 +63,9 @@ class NewRequest(Model):
     unmask: list[str] | None = Field(None, description="Personal-data columns to see in the clear (two approvals).")
     for_product: str | None = Field(None, description="Ask on behalf of a product of your domain.",
                                     examples=["transport-tc.punctuality-dp"])
+    rows: str | None = Field(None, description="Only rows matching this condition over the dataset's columns "
+                                               "(comparisons, IN, BETWEEN, LIKE, IS NULL, AND/OR/NOT).",
+                             examples=["origin = 'JFK'"])
 
 
 class Note(Model):
@@ -91,6 +94,7 @@ class AccessRequest(BaseModel):
     domain: str
     columns: list[str] | None = Field(description="null: every column.")
     unmask: list[str]
+    rows: str | None = Field(description="null: every row; else the condition rows must meet.")
     purpose: str
     purpose_category: str
     days: int
@@ -113,6 +117,7 @@ class Grant(BaseModel):
     domain: str
     columns: list[str] | None
     unmask: list[str]
+    rows: str | None
     purpose: str
     purpose_category: str
     approvers: list[str]
@@ -170,7 +175,8 @@ def me(caller: Caller) -> dict[str, Any]:
 def create_request(body: NewRequest, caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
     """Ask for access; the request lands in the inbox of the dataset's domain's stewards and owners."""
     return ws.access.request(caller.id, body.dataset, purpose=body.purpose, purpose_category=body.purpose_category,
-                             days=body.days, columns=body.columns, unmask=body.unmask, for_product=body.for_product)
+                             days=body.days, columns=body.columns, unmask=body.unmask, for_product=body.for_product,
+                             rows=body.rows)
 
 
 @router.get("/access/requests", response_model=Overview)
