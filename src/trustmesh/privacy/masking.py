@@ -89,10 +89,13 @@ def canonical_nric_sql(value_sql: str) -> str:
     return f"upper(regexp_replace({value_sql}, '\\s', '', 'g'))"
 
 
-def expression(column_sql: str, masking: Masking, column_type: str, key: Callable[[str], bytes]) -> str:
+def expression(column_sql: str, masking: Masking, column_type: str, key: Callable[[str], bytes],
+               keyed_udf: str | None = None) -> str:
     """The masked value of `column_sql` (its DuckDB type `column_type`) under `masking`.
 
-    `key(key_id)` returns a pseudonymisation key from the platform's key store.
+    `key(key_id)` returns a pseudonymisation key from the platform's key store. With `keyed_udf` (the
+    name of a function registered by `register_keyed_functions`), keys stay in Python and never appear
+    in the SQL text; without it the HMAC is written out in SQL (for tools that run it offline).
     """
     c = column_sql
     text_type = column_type.upper() in ("VARCHAR", "TEXT", "STRING") or column_type.upper().startswith("VARCHAR")
@@ -106,30 +109,55 @@ def expression(column_sql: str, masking: Masking, column_type: str, key: Callabl
         elif masking.pii_type == "name":
             body = f"left({as_text}, 1) || '***'"
         elif masking.pii_type in ("nric", "phone"):
-            keep = 4  # NRIC: 3 digits and the check letter; phone: the last 4 digits
-            body = f"repeat('*', greatest(length({as_text}) - {keep}, 0)) || right({as_text}, {keep})"
+            keep = 4  # NRIC: 3 digits and the check letter; phone: the last 4 digits; a shorter value: nothing
+            body = (f"CASE WHEN length({as_text}) <= {keep + 1} THEN repeat('*', length({as_text})) "
+                    f"ELSE repeat('*', length({as_text}) - {keep}) || right({as_text}, {keep}) END")
         else:
             body = "'***'"
         return f"CASE WHEN {c} IS NULL THEN NULL ELSE {body} END"
     if masking.strategy == "pseudonymise":
         key_id = str(masking.params.get("key", "default"))
         value = canonical_nric_sql(f"CAST({c} AS VARCHAR)") if masking.pii_type == "nric" else f"CAST({c} AS VARCHAR)"
-        return f"CASE WHEN {c} IS NULL THEN NULL ELSE {hmac_sql(value, key(key_id))} END"
+        token = f"{keyed_udf}('pseudonym:{key_id}', {value})" if keyed_udf else hmac_sql(value, key(f"pseudonym:{key_id}"))
+        return f"CASE WHEN {c} IS NULL THEN NULL ELSE {token} END"
     if masking.strategy == "generalise":
-        if masking.pii_type == "postal-code":
-            return f"left(CAST({c} AS VARCHAR), 2)"
+        if masking.pii_type == "postal-code":  # a postal code stored as a number keeps its leading zero
+            text = c if text_type else f"lpad(CAST({c} AS VARCHAR), 6, '0')"
+            return f"left({text}, 2)"
         if masking.pii_type == "date-of-birth" or column_type.upper() in ("DATE", "TIMESTAMP"):
             return f"CAST(date_trunc('year', {c}) AS {column_type})"
         bucket = float(masking.params.get("bucket", 10))
         return f"CAST(floor({c} / {bucket!r}) * {bucket!r} AS {column_type})"
     if masking.strategy == "perturb":
         bound = float(masking.params.get("bound", 1))
-        seed = str(masking.params.get("seed", "trustmesh"))
-        # The same value always gets the same noise, so repeating a query cannot average it away.
-        noise = f"((hash(CAST({c} AS VARCHAR) || {_literal(seed)}) % 2001) / 1000.0 - 1.0) * {bound!r}"
+        seed = str(masking.params.get("seed", "default"))
+        # Noise from a keyed hash of the value: the same value always gets the same noise, so repeating a
+        # query cannot average it away, and without the key nobody can compute (and subtract) it.
+        digest = (f"{keyed_udf}('perturb:{seed}', CAST({c} AS VARCHAR))" if keyed_udf
+                  else hmac_sql(f"CAST({c} AS VARCHAR)", key(f"perturb:{seed}")))
+        noise = f"((CAST(('0x' || left({digest}, 8)) AS BIGINT) % 2001) / 1000.0 - 1.0) * {bound!r}"
         return f"CAST({c} + {noise} AS {column_type})"
     raise ValueError(f"unknown masking strategy {masking.strategy!r}")
 
 
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
+def register_keyed_functions(con: Any, key: Callable[[str], bytes], name: str) -> None:
+    """Register `name(key_id, value)` → HMAC-SHA256 hex on a DuckDB connection; the keys stay in Python."""
+    import hmac as hmac_lib
+
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def keyed(key_ids: Any, values: Any) -> Any:
+        ids = pc.unique(key_ids).to_pylist()
+        if len(ids) != 1:
+            return pa.array([None if v is None else hmac_lib.new(key(k), v.encode(), hashlib.sha256).hexdigest()
+                             for k, v in zip(key_ids.to_pylist(), values.to_pylist(), strict=True)], pa.string())
+        secret = key(ids[0])
+        flat = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+        encoded = flat.dictionary_encode()
+        digests = [None if v is None else hmac_lib.new(secret, v.encode(), hashlib.sha256).hexdigest()
+                   for v in encoded.dictionary.to_pylist()]
+        return pa.array(digests, pa.string()).take(encoded.indices)
+
+    con.create_function(name, keyed, ["VARCHAR", "VARCHAR"], "VARCHAR", type="arrow", null_handling="special",
+                        side_effects=False)

@@ -27,10 +27,11 @@ from trustmesh.engines.duckdb import literal, quote
 from trustmesh.errors import NotFound, TrustmeshError
 from trustmesh.metastore import audit
 from trustmesh.privacy.keys import KeyStore
-from trustmesh.privacy.masking import Masking, choose, expression
+from trustmesh.privacy.masking import Masking, choose, expression, register_keyed_functions
 from trustmesh.query.guard import INTERNAL_PREFIX, QueryRefused, parse, rewrite, verify
 
 MAX_AUDITED_SQL = 10_000
+KEYED = f"{INTERNAL_PREFIX}_keyed"  # the keyed-hash function of query connections: keys stay in Python
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,12 @@ class Gateway:
         query_id = uuid.uuid4().hex[:12]
         relations: list[Relation] = []
         try:
-            result = self._run(principal_id, sql, limit, query_id, relations, started)
+            try:
+                result = self._run(principal_id, sql, limit, query_id, relations, started)
+            except TrustmeshError:
+                raise
+            except Exception as exc:  # anything unforeseen refuses the query (fail closed), and is audited
+                raise QueryRefused(f"the query could not be checked, so it was not run ({type(exc).__name__})") from exc
         except TrustmeshError as exc:
             self._audit("query.refused", principal_id, relations, {
                 "query": query_id, "sql": sql[:MAX_AUDITED_SQL], "reason": str(exc),
@@ -207,6 +213,7 @@ class Gateway:
         con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
+        register_keyed_functions(con, self.keys.key, KEYED)
         return con
 
     def _define(self, con: duckdb.DuckDBPyConnection, relation: Relation, ds: DatasetInfo) -> None:
@@ -220,12 +227,12 @@ class Gateway:
                 continue
             masking = relation.masked.get(name)
             raw = quote(name)
-            masked = expression(raw, masking, type_, self.keys.key) if masking else None
+            masked = expression(raw, masking, type_, self.keys.key, KEYED) if masking else None
             value = masked or raw
             visible, clear = relation.visible_when.get(name), relation.clear_when.get(name)
             if masking is None and ds.columns[name].personal and masked is None and clear is not None:
                 # readable in the clear only on the rows of a grant that unmasks it; masked elsewhere
-                fallback = expression(raw, choose(ds.columns[name].pii_type), type_, self.keys.key)
+                fallback = expression(raw, choose(ds.columns[name].pii_type), type_, self.keys.key, KEYED)
                 value = f"CASE WHEN {clear} THEN {raw} ELSE {fallback} END"
             if visible is not None:
                 value = f"CASE WHEN {visible} THEN {value} END"
@@ -241,7 +248,7 @@ class Gateway:
         import pyarrow as pa
 
         try:
-            reader = con.sql(sql).fetch_record_batch(min(rows + 1, 100_000))
+            reader = con.sql(sql).to_arrow_reader(min(rows + 1, 100_000))
             batches, count = [], 0
             for batch in reader:
                 batches.append(batch)

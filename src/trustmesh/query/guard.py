@@ -169,10 +169,32 @@ def parse(sql: str, products: set[str]) -> Parsed:
         elif table.db or table.catalog:
             raise QueryRefused(f"{table.sql('duckdb')} is not a dataset address — fix: name datasets as "
                                "domain.\"product\".dataset, e.g. bts.\"flights-dp\".flights")
-        elif table.name.lower() not in ctes:
+        elif table.name.lower() not in _ctes_in_scope(table):
             raise QueryRefused(f"unknown table {table.name!r} — fix: name datasets as domain.\"product\".dataset "
-                               "(see `trustmesh catalog list`)")
+                               "(see `trustmesh catalog list`); a CTE is visible only inside the query that "
+                               "defines it")
     return Parsed(tree, refs, ctes)
+
+
+def _ctes_in_scope(node: exp.Expr) -> set[str]:
+    """CTE names visible where `node` is (lexical scope): an enclosing query's CTEs from its body; inside a CTE,
+    only the CTEs before it (and itself, when RECURSIVE). A name out of scope would reach DuckDB's catalog."""
+    names: set[str] = set()
+    child: exp.Expr = node
+    parent = node.parent
+    while parent is not None:
+        if isinstance(parent, exp.With):
+            ctes = list(parent.expressions)
+            at = next((i for i, cte in enumerate(ctes) if cte is child), len(ctes))
+            names |= {cte.alias_or_name.lower() for cte in ctes[:at]}
+            if parent.args.get("recursive") and at < len(ctes):
+                names.add(ctes[at].alias_or_name.lower())
+        elif isinstance(parent, exp.Query):
+            with_ = parent.args.get("with_") or parent.args.get("with")
+            if isinstance(with_, exp.With) and child is not with_:
+                names |= {cte.alias_or_name.lower() for cte in with_.expressions}
+        child, parent = parent, parent.parent
+    return names
 
 
 def _version(table: exp.Table) -> int | None:
@@ -200,7 +222,7 @@ def rewrite(parsed: Parsed, views: dict[int, str]) -> str:
 
 
 def verify(con: Any, sql: str, relations: set[str], ctes: set[str]) -> None:
-    """DuckDB's own reading of the SQL that will run: one SELECT over our relations and the query's CTEs."""
+    """DuckDB's own reading of the SQL that will run: one SELECT over our relations and the CTEs in scope."""
     raw = con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0]
     tree = json.loads(raw)
     if tree.get("error"):
@@ -209,24 +231,11 @@ def verify(con: Any, sql: str, relations: set[str], ctes: set[str]) -> None:
                            else f"the query does not parse: {message[:300]}")
     if len(tree.get("statements", [])) != 1:
         raise QueryRefused("one statement per query")
-    allowed_tables = {r.lower() for r in relations} | ctes | _cte_names(tree)
-    _check(tree["statements"], allowed_tables)
+    _check(tree["statements"], frozenset(r.lower() for r in relations))
 
 
-def _cte_names(node: Any) -> set[str]:
-    names: set[str] = set()
-    if isinstance(node, dict):
-        for item in (node.get("cte_map") or {}).get("map", []) if isinstance(node.get("cte_map"), dict) else []:
-            names.add(str(item.get("key", "")).lower())
-        for value in node.values():
-            names |= _cte_names(value)
-    elif isinstance(node, list):
-        for value in node:
-            names |= _cte_names(value)
-    return names
-
-
-def _check(node: Any, tables: set[str]) -> None:
+def _check(node: Any, tables: frozenset[str]) -> None:
+    """Walk DuckDB's parse tree; `tables` are the names readable here (our relations + the CTEs in scope)."""
     if isinstance(node, list):
         for item in node:
             _check(item, tables)
@@ -234,6 +243,19 @@ def _check(node: Any, tables: set[str]) -> None:
     if not isinstance(node, dict):
         return
     cls, kind = node.get("class"), node.get("type")
+    kind = kind if isinstance(kind, str) else None  # e.g. a sample size's value type is an object
+    cte_map = node.get("cte_map")
+    if isinstance(cte_map, dict) and cte_map.get("map"):
+        # Each CTE body sees the CTEs before it (and itself when recursive); the query's body sees them all.
+        seen = tables
+        for item in cte_map["map"]:
+            name = str(item.get("key", "")).lower()
+            body = (item.get("value") or {}).get("query_node") or {}
+            recursive = isinstance(body, dict) and body.get("type") == "RECURSIVE_CTE_NODE"
+            _check(item.get("value"), seen | {name} if recursive else seen)
+            seen = seen | {name}
+        tables = seen
+        node = {k: v for k, v in node.items() if k != "cte_map"}
     if cls is not None and cls not in ALLOWED_CLASSES:
         raise QueryRefused(f"{str(cls).lower().replace('_', ' ')} expressions are not allowed in a query")
     if cls in ("FUNCTION", "WINDOW"):

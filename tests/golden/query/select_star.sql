@@ -1,0 +1,1 @@
+SELECT * FROM "__tm_golden_0" AS "items"
