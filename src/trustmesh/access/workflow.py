@@ -546,9 +546,11 @@ class AccessService:
                 query = query.where(GrantRow.principal == principal)
             return [grant_terms(g) for g in session.scalars(query)]
 
-    def authorizer(self, principal: str | None = None, directory: Directory | None = None) -> Authorizer:
+    def authorizer(self, principal: str | None = None, directory: Directory | None = None,
+                   grants: list[GrantTerms] | None = None) -> Authorizer:
         """Decisions over the active grants (of one principal, when named: all a decision for them needs)."""
-        return Authorizer(directory or self.directory(), self.active_grants(principal), self._extra_policies())
+        return Authorizer(directory or self.directory(),
+                          self.active_grants(principal) if grants is None else grants, self._extra_policies())
 
     def explain(self, principal_id: str, address: str, column: str | None = None, *,
                 actor: str | None = None) -> Decision:

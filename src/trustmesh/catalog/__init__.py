@@ -40,6 +40,7 @@ class Catalog:
     def __init__(self, store: Metastore, iceberg: Callable[[], Any]) -> None:
         self.store = store
         self.iceberg = iceberg
+        self._snapshot_files: dict[tuple[str, int], list[str]] = {}
 
     def domains(self) -> list[dict[str, Any]]:
         with self.store.session() as s:
@@ -169,7 +170,14 @@ class Catalog:
             if row is None:
                 known = s.scalars(select(VersionRow.version).where(VersionRow.dataset == address)).all()
                 raise NotFound(f"{address} has no version {number} — fix: pick one of {sorted(known) or 'none yet'}")
-        return row.version, snapshot_files(self.iceberg(), address, row.snapshot_id)
+        key = (address, row.snapshot_id)
+        files = self._snapshot_files.get(key)  # a snapshot is immutable: plan its files once
+        if files is None:
+            files = snapshot_files(self.iceberg(), address, row.snapshot_id)
+            if len(self._snapshot_files) > 10_000:
+                self._snapshot_files.clear()
+            self._snapshot_files[key] = files
+        return row.version, list(files)
 
     def read(self, address: str, version: int | None = None) -> Any:
         """A published version as an Arrow table (for owners and the platform; consumers go through query)."""

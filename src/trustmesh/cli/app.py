@@ -12,6 +12,7 @@ from rich.markup import escape
 from trustmesh.cli.access import access_app, audit_app, user_app
 from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
 from trustmesh.cli.contract import contract_app
+from trustmesh.cli.privacy import privacy_app, scan
 from trustmesh.cli.query import run_query
 from trustmesh.cli.render import BuildProgress, console, error_console, print_json, print_problems, table
 from trustmesh.errors import InvalidMesh, UsageError
@@ -31,6 +32,8 @@ app.add_typer(access_app, name="access")
 app.command("query")(run_query)
 app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
+app.command("scan")(scan)
+app.add_typer(privacy_app, name="privacy")
 
 
 def _workspace(mesh: Path | None) -> Workspace:

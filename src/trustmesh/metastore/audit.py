@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from trustmesh.metastore.schema import AuditHeadRow, AuditRow, utcnow
@@ -38,6 +38,8 @@ EVENT_TYPES = {
     "build.finished": "a build ran (what it built, what failed)",
     "query.run": "a governed query ran (SQL as sent, datasets and versions, masking, filters, rows, duration)",
     "query.refused": "a query was refused, and why",
+    "privacy.scan": "a custodian scanned a dataset version for personal data",
+    "privacy.kanon": "a custodian measured the k-anonymity of a dataset version",
     "product.published": "a product published new dataset versions",
 }
 
@@ -69,12 +71,11 @@ def append(session: Session, type: str, actor: str, subject: str, details: dict[
                             .values(seq=AuditHeadRow.seq + 1).returning(AuditHeadRow.seq, AuditHeadRow.hash)).one()
     seq, prev = int(moved[0]), str(moved[1])
     digest = entry_hash(prev, seq, at, type, actor, subject, details)
-    row = AuditRow(seq=seq, at=at, type=type, actor=actor, subject=subject, details=details, prev_hash=prev,
-                   hash=digest)
-    session.add(row)
+    values = {"seq": seq, "at": at, "type": type, "actor": actor, "subject": subject, "details": details,
+              "prev_hash": prev, "hash": digest}
+    session.execute(insert(AuditRow), [values])  # Core, not the ORM: this runs once per query
     session.execute(update(AuditHeadRow).where(AuditHeadRow.id == 1).values(hash=digest))
-    session.flush()
-    return row
+    return AuditRow(**values)
 
 
 def to_dict(row: AuditRow) -> dict[str, Any]:

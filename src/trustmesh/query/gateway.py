@@ -10,17 +10,19 @@ memory limit and a timeout. Every query, run or refused, is an audit entry.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import duckdb
 
 from trustmesh.access.model import DatasetInfo, Directory, Principal
-from trustmesh.access.policy import Decision
+from trustmesh.access.policy import Decision, GrantTerms
 from trustmesh.access.workflow import AccessService
 from trustmesh.catalog import Catalog
 from trustmesh.engines.duckdb import literal, quote
@@ -99,6 +101,11 @@ class Gateway:
         self.keys = keys
         self.scratch = scratch
         self.limits = limits or Limits()
+        self._lock = threading.Lock()
+        self._decisions: dict[Any, tuple[Directory, datetime, Decision]] = {}
+        self._schemas: dict[tuple[str, ...], dict[str, str]] = {}
+        self._spare: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
+        self._refilling = threading.Event()
 
     def run(self, principal_id: str, sql: str, *, limit: int | None = None) -> QueryResult:
         """Run one read query as `principal_id`; refused queries raise and are audited with the reason."""
@@ -137,7 +144,7 @@ class Gateway:
         directory = self.access.directory()
         principal = self.access.principal(principal_id, directory)
         parsed = parse(sql, set(directory.mesh.products))
-        authorizer = self.access.authorizer(principal.id, directory)
+        grants = self.access.active_grants(principal.id)
         now = self.access.clock()
         views: dict[int, str] = {}
         for i, ref in enumerate(parsed.refs):
@@ -145,7 +152,8 @@ class Gateway:
             if ds is None:
                 raise QueryRefused(f"no dataset {ref.address} in this mesh — fix: check the address "
                                    "(`trustmesh catalog list`)")
-            decision = authorizer.explain(principal, ds, now)
+            mine = [g for g in grants if g.dataset == ds.address]
+            decision = self._decide(directory, principal, ds, mine, now)
             if not decision.allowed:
                 raise QueryRefused(f"{decision.reason} — fix: `trustmesh access request {ds.address} --purpose ... "
                                    "--purpose-category ... --days N`")
@@ -159,7 +167,7 @@ class Gateway:
             views[id(ref.node)] = relation.view
             self._policy(relation, ds, decision, principal, directory)
             if ds.domain not in principal.member_of():
-                _grant_rows(relation, ds, decision, authorizer.grants.get((principal.id, ds.address), []), now)
+                _grant_rows(relation, ds, decision, mine, now)
         con = self._connection([f for r in relations for f in r.files], query_id)
         timer = threading.Timer(self.limits.timeout_s, con.interrupt)
         try:
@@ -172,12 +180,31 @@ class Gateway:
             table, truncated = self._fetch(con, final, rows, relations)
         finally:
             timer.cancel()
-            con.close()
+            # Freeing a big query's memory takes a while; the caller need not wait for it.
+            threading.Thread(target=con.close, name="trustmesh-query-close", daemon=True).start()
         masked = {f"{r.address}.{c}": m.to_dict() for r in relations for c, m in r.masked.items()}
         return QueryResult(table, query_id, principal.id, {r.address: r.version for r in relations}, masked,
                            [f"{r.address}.{c}" for r in relations for c in r.withheld],
                            {r.address: r.row_filter for r in relations if r.row_filter}, truncated,
                            time.perf_counter() - started)
+
+    def _decide(self, directory: Directory, principal: Principal, ds: DatasetInfo, grants: list[GrantTerms],
+                now: datetime) -> Decision:
+        """The authorizer's per-column decision, remembered while the directory and these grants are unchanged
+        and none of them has expired (a grant's expiry is the only way time changes a decision)."""
+        key = (id(directory), principal.id, ds.address, tuple(sorted(grants, key=lambda g: g.id)))
+        with self._lock:
+            cached = self._decisions.get(key)
+        if cached is not None and cached[0] is directory and now < cached[1]:
+            return cached[2]
+        authorizer = self.access.authorizer(principal.id, directory, grants)
+        decision = authorizer.explain(principal, ds, now)
+        until = min((g.expires_at for g in grants), default=datetime.max.replace(tzinfo=UTC))
+        with self._lock:
+            if len(self._decisions) > 10_000:
+                self._decisions.clear()
+            self._decisions[key] = (directory, until, decision)
+        return decision
 
     def _policy(self, relation: Relation, ds: DatasetInfo, decision: Decision, principal: Principal,
                 directory: Directory) -> None:
@@ -202,23 +229,47 @@ class Gateway:
         if len(relation.withheld) == len(ds.columns):
             raise QueryRefused(f"{principal.id} may read no column of {ds.address}")
 
-    def _connection(self, files: list[str], query_id: str) -> duckdb.DuckDBPyConnection:
-        tmp = self.scratch / query_id
+    def _fresh(self) -> duckdb.DuckDBPyConnection:
+        """A new in-memory database with the gateway's limits; no file access is granted yet."""
         con = duckdb.connect(":memory:")
         con.execute(f"SET memory_limit = {literal(self.limits.memory)}")
         con.execute(f"SET threads = {int(self.limits.threads)}")
-        con.execute(f"SET temp_directory = {literal(str(tmp))}")
-        con.execute(f"SET allowed_directories = {literal([str(tmp) + '/'])}")
-        con.execute(f"SET allowed_paths = {literal(sorted(set(files)))}")
-        con.execute("SET enable_external_access = false")
         con.execute("SET autoinstall_known_extensions = false")
         con.execute("SET autoload_known_extensions = false")
         register_keyed_functions(con, self.keys.key, KEYED)
         return con
 
+    def _refill(self) -> None:
+        try:
+            self._spare.put(self._fresh())
+        finally:
+            self._refilling.clear()
+
+    def _connection(self, files: list[str], query_id: str) -> duckdb.DuckDBPyConnection:
+        """A database used by this query alone: one prepared in the background (opening one costs ~10 ms),
+        narrowed to the query's own files before anything of the query runs."""
+        try:
+            con = self._spare.get_nowait()
+        except queue.Empty:
+            con = self._fresh()
+        if not self._refilling.is_set():
+            self._refilling.set()
+            threading.Thread(target=self._refill, name="trustmesh-query-spare", daemon=True).start()
+        tmp = self.scratch / query_id
+        con.execute(f"SET temp_directory = {literal(str(tmp))}")
+        con.execute(f"SET allowed_directories = {literal([str(tmp) + '/'])}")
+        con.execute(f"SET allowed_paths = {literal(sorted(set(files)))}")
+        con.execute("SET enable_external_access = false")
+        return con
+
     def _define(self, con: duckdb.DuckDBPyConnection, relation: Relation, ds: DatasetInfo) -> None:
         source = f"read_parquet({literal(relation.files)})"
-        types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+        known = tuple(relation.files)
+        types = self._schemas.get(known)  # a version's files never change, nor their schema
+        if types is None:
+            types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
+            with self._lock:
+                self._schemas[known] = types
         select = []
         for name, type_ in types.items():
             if name in relation.withheld or name not in ds.columns:
