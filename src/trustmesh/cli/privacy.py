@@ -157,6 +157,9 @@ def kanon(
     max_suppression: Annotated[float, typer.Option(help="Share of rows the suggestion may suppress instead of "
                                                         "generalising further, e.g. 0.01 for 1%.")] = 0.0,
     smallest: Annotated[int, typer.Option(help="Show this many of the smallest classes.", min=0)] = SMALLEST,
+    weight: Annotated[str | None, typer.Option(help="For an aggregate release: the column counting the people each "
+                                                    "row stands for (e.g. people); a class's size is their sum.")]
+    = None,
     as_: AsOpt = None, mesh: MeshOpt = None, json: JsonOpt = False,
 ) -> None:
     """k-anonymity over quasi-identifiers: k (the smallest class), the classes and rows below k, the smallest
@@ -169,7 +172,9 @@ def kanon(
 
     Examples: `trustmesh privacy kanon health.activity-dp.participants --quasi gender,postal_code --as nurul`,
     `trustmesh privacy kanon --sql "SELECT date_diff('year', date_of_birth, current_date) AS age, postal_code,
-    gender FROM health.activity-dp.participants" --quasi age,postal_code,gender --k 5 --as nurul`
+    gender FROM health.activity-dp.participants" --quasi age,postal_code,gender --k 5 --as nurul`,
+    `trustmesh privacy kanon transport-tc.active-commuting-dp.active_commuting --quasi
+    journeys_band,main_mode,activity_band --weight people --as ravi`
     """
     if (address is None) == (sql is None):
         raise UsageError("name a dataset or give --sql — fix: e.g. `trustmesh privacy kanon ADDRESS --quasi ...` "
@@ -202,8 +207,9 @@ def kanon(
             source = {"sql": sql, "query_id": result.query_id, "datasets": result.datasets,
                       "masked": list(result.masked), "truncated": result.truncated}
             label = f"query {result.query_id}"
-        report = k_anonymity(con, relation, columns, k, smallest=smallest)
-        suggestion = suggest_generalisation(con, relation, columns, k, max_suppression=max_suppression)
+        report = k_anonymity(con, relation, columns, k, smallest=smallest, weight=weight)
+        suggestion = ({} if weight else
+                      suggest_generalisation(con, relation, columns, k, max_suppression=max_suppression))
     finally:
         con.close()
     if json:
@@ -228,7 +234,7 @@ def _print_kanon(label: str, source: dict[str, Any], report: dict[str, Any], sug
     if report["smallest_classes"]:
         console.print(table("smallest classes", [*quasi, "rows"],
                             [[*c["values"].values(), c["size"]] for c in report["smallest_classes"]]))
-    if report["satisfied"]:
+    if report["satisfied"] or not suggestion:
         return
     if not suggestion["reached"]:
         console.print(f"no generalisation reaches k = {target}: there are only {suggestion['rows']:,} rows",

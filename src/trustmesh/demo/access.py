@@ -1,5 +1,6 @@
 """The demo's access story, played through the real workflow: grants for the Trusted Centre's products,
-one active grant for a person (NRIC stays masked), and one request waiting in a steward's inbox."""
+two people granted the same dataset (NRIC masked for one, in the clear for the other, after two approvals),
+and one request waiting in a steward's inbox."""
 
 from __future__ import annotations
 
@@ -27,6 +28,10 @@ PERSON_GRANT = dict(
     columns=["participant_id", "nric", "gender", "postal_code", "enrolled_on"],
     purpose="Active-mobility study: how programme participants commute, linked by NRIC inside the Trusted Centre",
     purpose_category="research", days=90)
+UNMASKED_GRANT = dict(
+    actor="huimin", address="health.activity-dp.participants", columns=["participant_id", "nric", "gender"],
+    unmask=["nric"], purpose="Verifying the active-commuting linkage against source identifiers (audit sample)",
+    purpose_category="audit-and-compliance", days=14)
 PENDING_REQUEST = dict(
     actor="jiahui", address="commuter.trips-dp.commuters", columns=["commuter_id", "nric", "postal_code"],
     unmask=["nric"], purpose="Linking commuters to health programme participants for the active-mobility study",
@@ -46,8 +51,9 @@ def seed_access(ws: Any) -> bool:
     for requester, address, product, purpose in PRODUCT_INPUTS:
         _approve_all(ws, ws.access.request(requester, address, purpose=purpose, purpose_category="product-input",
                                            days=365, for_product=product))
-    person = dict(PERSON_GRANT)
-    _approve_all(ws, ws.access.request(person.pop("actor"), person.pop("address"), **person))
+    for grant in (PERSON_GRANT, UNMASKED_GRANT):  # the same query: NRIC masked for one, in the clear for the other
+        terms = dict(grant)
+        _approve_all(ws, ws.access.request(terms.pop("actor"), terms.pop("address"), **terms))
     pending = dict(PENDING_REQUEST)
     ws.access.request(pending.pop("actor"), pending.pop("address"), **pending)
     return True

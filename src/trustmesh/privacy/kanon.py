@@ -88,16 +88,19 @@ def _check(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequence[st
 
 
 def k_anonymity(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequence[str], k: int = DEFAULT_K, *,
-                smallest: int = SMALLEST) -> dict[str, Any]:
+                smallest: int = SMALLEST, weight: str | None = None) -> dict[str, Any]:
     """How k-anonymous `relation_sql` (a SELECT) is over the quasi-identifiers `quasi`.
 
     Returns k (the smallest class; None for no rows), the rows and classes, the classes and rows below the
     target `k`, and the `smallest` smallest classes with their values (NULL is a value like any other).
+    With `weight`, each row stands for that many people (an aggregate release's count column), and a
+    class's size is the people it covers.
     """
-    types = _check(con, relation_sql, quasi, k)
+    types = _check(con, relation_sql, [*quasi, weight] if weight else quasi, k)
     cols = ", ".join(quote(q) for q in quasi)
     shown = ", ".join(f"CAST({quote(q)} AS VARCHAR)" if "TIME ZONE" in types[q].upper() else quote(q) for q in quasi)
-    classes = f"SELECT {cols}, count(*) AS __size FROM ({relation_sql}) AS __tm_rel GROUP BY {cols}"
+    size = f"sum({quote(weight)})" if weight else "count(*)"
+    classes = f"SELECT {cols}, {size} AS __size FROM ({relation_sql}) AS __tm_rel GROUP BY {cols}"
     row = con.execute(f"SELECT count(*), min(__size), coalesce(sum(__size), 0), count(*) FILTER (WHERE __size < {k}), "
                       f"coalesce(sum(__size) FILTER (WHERE __size < {k}), 0) FROM ({classes}) AS c").fetchone()
     assert row is not None

@@ -30,7 +30,15 @@ from trustmesh.errors import NotFound, TrustmeshError
 from trustmesh.metastore import audit
 from trustmesh.privacy.keys import KeyStore
 from trustmesh.privacy.masking import Masking, choose, expression, register_keyed_functions
-from trustmesh.query.guard import INTERNAL_PREFIX, QueryRefused, parse, rewrite, verify
+from trustmesh.query.guard import (
+    INTERNAL_PREFIX,
+    PERSON_COLUMN,
+    QueryRefused,
+    parse,
+    restrict_to_aggregates,
+    rewrite,
+    verify,
+)
 
 MAX_AUDITED_SQL = 10_000
 KEYED = f"{INTERNAL_PREFIX}_keyed"  # the keyed-hash function of query connections: keys stay in Python
@@ -64,6 +72,7 @@ class Relation:
     # (unmasks) it; `None` means no such condition.
     visible_when: dict[str, str | None] = field(default_factory=dict)
     clear_when: dict[str, str | None] = field(default_factory=dict)
+    aggregate_only: tuple[int, str | None] | None = None  # (k, the column naming the person; None: each row one)
 
 
 @dataclass
@@ -168,6 +177,8 @@ class Gateway:
             self._policy(relation, ds, decision, principal, directory)
             if ds.domain not in principal.member_of():
                 _grant_rows(relation, ds, decision, mine, now)
+                if relation.aggregate_only is not None:
+                    restrict_to_aggregates(parsed, ref, relation.aggregate_only[0])
         con = self._connection([f for r in relations for f in r.files], query_id)
         timer = threading.Timer(self.limits.timeout_s, con.interrupt)
         try:
@@ -217,10 +228,15 @@ class Gateway:
                 for prop in col.get("customProperties") or []:
                     if prop.get("property") == "masking":
                         declared[col.get("name")] = prop.get("value")
-            filters = [p.get("value") for p in contract.document.get("schema", [{}])[0].get("customProperties") or []
-                       if p.get("property") == "rowFilter"]
+            properties = contract.document.get("schema", [{}])[0].get("customProperties") or []
+            filters = [p.get("value") for p in properties if p.get("property") == "rowFilter"]
             if filters and ds.domain not in principal.member_of():
                 relation.row_filter = _bind_filter(str(filters[0]), principal)
+            aggregate = next((p.get("value") for p in properties if p.get("property") == "aggregateOnly"), None)
+            if aggregate and ds.domain not in principal.member_of():
+                settings = aggregate if isinstance(aggregate, dict) else {}
+                person = settings.get("person") or next(iter(contract.primary_key), None)
+                relation.aggregate_only = (int(settings.get("k", 5)), person)
         for name, outcome in decision.columns.items():
             if outcome == "mask":
                 relation.masked[name] = choose(ds.columns[name].pii_type, declared.get(name))
@@ -290,6 +306,12 @@ class Gateway:
             select.append(value if value == raw else f"{value} AS {raw}")
         if not select:
             raise QueryRefused(f"no column of {relation.address} v{relation.version} is readable")
+        if relation.aggregate_only is not None:  # who each row is about, for the group-size check only
+            person = relation.aggregate_only[1]
+            select.append(f"{quote(person) if person in types else 'file_row_number'} AS {quote(PERSON_COLUMN)}")
+            if person not in types:
+                source = f"read_parquet({literal(relation.files)}, filename = true, file_row_number = true)"
+                select[-1] = f"(filename || ':' || file_row_number) AS {quote(PERSON_COLUMN)}"
         where = f" WHERE {relation.row_filter}" if relation.row_filter else ""
         relation.select = f"SELECT {', '.join(select)} FROM {source}{where}"
         con.execute(f"CREATE TEMP VIEW {quote(relation.view)} AS {relation.select}")

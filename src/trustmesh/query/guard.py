@@ -197,6 +197,68 @@ def _ctes_in_scope(node: exp.Expr) -> set[str]:
     return names
 
 
+PERSON_COLUMN = f"{INTERNAL_PREFIX}_person"  # who a row is about, in an aggregate-only relation
+
+
+def restrict_to_aggregates(parsed: Parsed, ref: DatasetRef, k: int) -> None:
+    """Aggregate-only access: the query must be `SELECT <groups>, <aggregates> FROM dataset [WHERE ...]
+    GROUP BY <groups>` (no joins, subqueries, CTEs or windows), and only groups of at least `k` people are
+    released (a HAVING on the distinct people behind each group is added)."""
+    tree = parsed.tree
+    address = ref.address
+    shape = (f"{address} is aggregate-only for you: write SELECT <columns>, <aggregates> FROM {address} "
+             f"[WHERE ...] GROUP BY <columns>; groups of fewer than {k} people are not released")
+    if not isinstance(tree, exp.Select) or len(parsed.refs) != 1 or tree.args.get("with_") or tree.args.get("joins"):
+        raise QueryRefused(shape)
+    source = tree.args.get("from_")
+    if source is None or source.this is not ref.node:
+        raise QueryRefused(shape)
+    nested = [n for n in tree.walk() if isinstance(n, exp.Select | exp.Subquery | exp.Window | exp.Union) and n is not tree]
+    if nested or tree.args.get("qualify") or tree.args.get("distinct"):
+        raise QueryRefused(shape + " (no subqueries, window functions or DISTINCT rows)")
+    group = tree.args.get("group")
+    if group is not None and group.args.get("all"):
+        raise QueryRefused(shape + " (name the GROUP BY columns)")
+    grouping: set[str] = set()
+    aliases = {p.alias: p.this for p in tree.expressions if isinstance(p, exp.Alias)}
+    for g in group.expressions if group else []:
+        if isinstance(g, exp.Literal) and not g.is_string and g.this.isdigit():  # GROUP BY 1
+            index = int(g.this) - 1
+            if not 0 <= index < len(tree.expressions):
+                raise QueryRefused(shape)
+            target = tree.expressions[index]
+            grouping.add((target.this if isinstance(target, exp.Alias) else target).sql("duckdb"))
+        elif isinstance(g, exp.Column) and not g.table and g.name in aliases:  # GROUP BY an output alias
+            grouping.add(aliases[g.name].sql("duckdb"))
+        else:
+            grouping.add(g.sql("duckdb"))
+    for projection in tree.expressions:
+        value = projection.this if isinstance(projection, exp.Alias) else projection
+        if isinstance(value, exp.Star):
+            raise QueryRefused(shape + " (no SELECT *)")
+        if value.sql("duckdb") in grouping or isinstance(value, exp.Literal):
+            continue
+        loose = [c for c in value.find_all(exp.Column) if not any(isinstance(a, exp.AggFunc) for a in _up_to(c, value))]
+        if loose or not value.find(exp.AggFunc):
+            raise QueryRefused(shape + f" ({projection.sql('duckdb')} is neither grouped nor aggregated)")
+    enough = exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[exp.column(PERSON_COLUMN, quoted=True)])),
+                     expression=exp.Literal.number(k))
+    having = tree.args.get("having")
+    tree.set("having", exp.Having(this=exp.and_(having.this, enough) if having else enough))
+
+
+def _up_to(node: exp.Expr, root: exp.Expr) -> list[exp.Expr]:
+    """The ancestors of `node` up to and including `root`."""
+    out = []
+    parent = node.parent
+    while parent is not None:
+        out.append(parent)
+        if parent is root:
+            break
+        parent = parent.parent
+    return out
+
+
 def _version(table: exp.Table) -> int | None:
     when = table.args.get("when")
     if when is None:
