@@ -171,7 +171,7 @@ class Workspace:
             return problems
         problems += check_mesh(mesh, self.engine)
         if self._has_metastore():  # compare with what is published, without creating a metastore to do it
-            from trustmesh.build.compat import breaking_change_problems
+            from trustmesh.contracts.compat import breaking_change_problems
 
             with self.store.session() as meta:
                 problems += breaking_change_problems(meta, mesh, sorted(mesh.products))

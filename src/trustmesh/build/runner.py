@@ -15,7 +15,6 @@ import sqlglot
 from trustmesh.access.model import Directory
 from trustmesh.access.policy import Authorizer
 from trustmesh.access.workflow import AccessService
-from trustmesh.build.compat import breaking_change_problems
 from trustmesh.build.events import RunEvents
 from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
 from trustmesh.build.ingest import land_database, land_file, landing_fix
@@ -27,6 +26,7 @@ from trustmesh.build.publish import (
     quarantine,
     record_publication,
 )
+from trustmesh.contracts.compat import breaking_change_problems
 from trustmesh.descriptors import Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import parse_product_sql
 from trustmesh.engines import Engine, EngineSession, QueryFailed

@@ -73,6 +73,7 @@ class Relation:
     visible_when: dict[str, str | None] = field(default_factory=dict)
     clear_when: dict[str, str | None] = field(default_factory=dict)
     aggregate_only: tuple[int, str | None] | None = None  # (k, the column naming the person; None: each row one)
+    partly_masked: dict[str, Masking] = field(default_factory=dict)  # clear on some grants' rows, masked elsewhere
 
 
 @dataclass
@@ -178,7 +179,7 @@ class Gateway:
             if ds.domain not in principal.member_of():
                 _grant_rows(relation, ds, decision, mine, now)
                 if relation.aggregate_only is not None:
-                    restrict_to_aggregates(parsed, ref, relation.aggregate_only[0])
+                    restrict_to_aggregates(parsed, ref, *relation.aggregate_only)
         con = self._connection([f for r in relations for f in r.files], query_id)
         timer = threading.Timer(self.limits.timeout_s, con.interrupt)
         try:
@@ -194,6 +195,8 @@ class Gateway:
             # Freeing a big query's memory takes a while; the caller need not wait for it.
             threading.Thread(target=con.close, name="trustmesh-query-close", daemon=True).start()
         masked = {f"{r.address}.{c}": m.to_dict() for r in relations for c, m in r.masked.items()}
+        masked |= {f"{r.address}.{c}": {**m.to_dict(), "how": m.describe() + ", except on the rows of a grant that "
+                   "unmasks it"} for r in relations for c, m in r.partly_masked.items()}
         return QueryResult(table, query_id, principal.id, {r.address: r.version for r in relations}, masked,
                            [f"{r.address}.{c}" for r in relations for c in r.withheld],
                            {r.address: r.row_filter for r in relations if r.row_filter}, truncated,
@@ -299,7 +302,9 @@ class Gateway:
             visible, clear = relation.visible_when.get(name), relation.clear_when.get(name)
             if masking is None and ds.columns[name].personal and masked is None and clear is not None:
                 # readable in the clear only on the rows of a grant that unmasks it; masked elsewhere
-                fallback = expression(raw, choose(ds.columns[name].pii_type), type_, self.keys.key, KEYED)
+                partly = choose(ds.columns[name].pii_type)
+                relation.partly_masked[name] = partly
+                fallback = expression(raw, partly, type_, self.keys.key, KEYED)
                 value = f"CASE WHEN {clear} THEN {raw} ELSE {fallback} END"
             if visible is not None:
                 value = f"CASE WHEN {visible} THEN {value} END"

@@ -198,9 +198,16 @@ def _ctes_in_scope(node: exp.Expr) -> set[str]:
 
 
 PERSON_COLUMN = f"{INTERNAL_PREFIX}_person"  # who a row is about, in an aggregate-only relation
+# Aggregates that summarise a group; not those that hand back members' values (list, string_agg, first, ...).
+SUMMARY_AGGREGATES = frozenset({"count", "sum", "avg", "mean", "min", "max", "median", "stddev", "stddev_pop",
+                                "stddev_samp", "variance", "var_pop", "var_samp", "approx_count_distinct"})
+# What an aggregate's argument may be built from: columns, numbers and arithmetic — no conditions that could
+# single one person out of the group.
+ARGUMENT_NODES = (exp.Column, exp.Identifier, exp.Literal, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Paren, exp.Neg,
+                  exp.Cast, exp.DataType, exp.Star, exp.Distinct)
 
 
-def restrict_to_aggregates(parsed: Parsed, ref: DatasetRef, k: int) -> None:
+def restrict_to_aggregates(parsed: Parsed, ref: DatasetRef, k: int, person: str | None = None) -> None:
     """Aggregate-only access: the query must be `SELECT <groups>, <aggregates> FROM dataset [WHERE ...]
     GROUP BY <groups>` (no joins, subqueries, CTEs or windows), and only groups of at least `k` people are
     released (a HAVING on the distinct people behind each group is added)."""
@@ -241,6 +248,20 @@ def restrict_to_aggregates(parsed: Parsed, ref: DatasetRef, k: int) -> None:
         loose = [c for c in value.find_all(exp.Column) if not any(isinstance(a, exp.AggFunc) for a in _up_to(c, value))]
         if loose or not value.find(exp.AggFunc):
             raise QueryRefused(shape + f" ({projection.sql('duckdb')} is neither grouped nor aggregated)")
+    for agg in tree.find_all(exp.AggFunc):
+        name = (agg.name if isinstance(agg, exp.Anonymous) else agg.sql_name()).lower()
+        if name not in SUMMARY_AGGREGATES:
+            raise QueryRefused(shape + f" ({name}() hands back members' values; use "
+                               f"{', '.join(sorted(SUMMARY_AGGREGATES))})")
+        for node in agg.walk():
+            if node is not agg and not isinstance(node, ARGUMENT_NODES):
+                raise QueryRefused(shape + f" (an aggregate's argument may hold only columns, numbers and "
+                                   f"arithmetic, not {type(node).__name__.upper()})")
+    if person:
+        for column in tree.find_all(exp.Column):
+            if column.name == person:
+                raise QueryRefused(shape + f" ({person} identifies a person: it cannot be selected, grouped, "
+                                   "filtered or aggregated on)")
     enough = exp.GTE(this=exp.Count(this=exp.Distinct(expressions=[exp.column(PERSON_COLUMN, quoted=True)])),
                      expression=exp.Literal.number(k))
     having = tree.args.get("having")
