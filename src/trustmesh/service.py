@@ -26,12 +26,13 @@ from trustmesh.engines import Engine, get_engine
 from trustmesh.errors import InvalidMesh, Problem
 from trustmesh.lineage.openlineage import LineageEmitter, default_events_path
 from trustmesh.metastore import Metastore
-from trustmesh.metastore.iceberg import iceberg_catalog
+from trustmesh.metastore.iceberg import iceberg_catalog, snapshot_files
 from trustmesh.metastore.schema import utcnow
 from trustmesh.privacy.keys import KeyStore
 from trustmesh.validate import check_mesh
 
 if TYPE_CHECKING:
+    from trustmesh.governance.service import Governance
     from trustmesh.query.gateway import Gateway, QueryResult
 
 MESH_ENV = "TRUSTMESH_MESH"
@@ -161,6 +162,13 @@ class Workspace:
         return self.gateway.run(principal, sql, limit=limit)
 
     @cached_property
+    def governance(self) -> Governance:
+        from trustmesh.governance.service import Governance
+
+        return Governance(self.store, self.access, lambda address, snapshot: snapshot_files(self.iceberg(), address,
+                                                                                             snapshot))
+
+    @cached_property
     def audit(self) -> AuditTrail:
         return AuditTrail(self.store, self.directory)
 
@@ -189,7 +197,31 @@ class Workspace:
         ctx.events = events
         ctx.access = self.access
         ctx.actor = actor or os.environ.get(USER_ENV) or _os_user()
-        return build(ctx, selector, full=full, progress=progress)
+        ctx.blocked = self._policy_gate(mesh, selector)
+        result = build(ctx, selector, full=full, progress=progress)
+        policies, problems = self.governance.policies(mesh)
+        valid = not any(p.severity == "error" for p in problems)
+        if policies and valid and (ctx.blocked or any(r.status == "published" for r in result.products)):
+            statuses, _ = self.governance.evaluate(mesh)  # what is served now, under the policies
+            self.governance.record(mesh, statuses, "build", ctx.actor, policies)
+        return result
+
+    def _policy_gate(self, mesh: Mesh, selector: str | None) -> dict[str, list[Problem]]:
+        """The products a binding error-level policy finding keeps from publishing, with the findings."""
+        from trustmesh.plan import select
+
+        policies, problems = self.governance.policies(mesh)
+        if not policies or any(p.severity == "error" for p in problems):
+            return {}  # invalid policies are reported by validate/check; they never block on their own
+        statuses, _ = self.governance.evaluate(mesh, select(mesh, selector))
+        blocked: dict[str, list[Problem]] = {}
+        for address, status in statuses.items():
+            for f in status.findings:
+                if f.severity == "error" and f.binding and not f.policy.startswith("platform:"):
+                    where = ".".join(x for x in (f.dataset, f.column) if x)
+                    blocked.setdefault(address, []).append(Problem(
+                        f.file or mesh.products[address].file, f"policy {f.policy}: {f.message}", where, fix=f.fix))
+        return blocked
 
     def lineage_emitter(self) -> LineageEmitter:
         """Where OpenLineage events go: the configured server, else `<warehouse>/../openlineage/events.jsonl`."""

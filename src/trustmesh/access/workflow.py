@@ -21,9 +21,10 @@ from trustmesh.access.model import PERSON, PRODUCT, DatasetInfo, Directory, Prin
 from trustmesh.access.policy import Authorizer, Decision, GrantTerms
 from trustmesh.errors import Conflict, Forbidden, NotFound, TrustmeshError, UsageError
 from trustmesh.metastore import Metastore, audit
-from trustmesh.metastore.schema import AccessDecisionRow, AccessRequestRow, GrantRow, utcnow
+from trustmesh.metastore.schema import AccessDecisionRow, AccessRequestRow, GrantRow, ProductStatusRow, utcnow
 
 SYSTEM = "trustmesh"  # the actor of what happens on its own: expiry
+UNFIT = "unfit for consumption"
 Clock = Callable[[], datetime]
 
 
@@ -245,6 +246,7 @@ class AccessService:
             if ds.domain in principal.member_of():
                 raise UsageError(f"{principal.id} already reads {ds.address} as part of the {ds.domain} domain; "
                                  "no grant is needed")
+            self._fit_for_consumption(ds)
             self._within_policy(principal, ds, wanted, unmasked, days, directory)
             levels = self.levels(ds, wanted, unmasked, directory)
             now = self.clock()
@@ -280,6 +282,18 @@ class AccessService:
             raise Forbidden(f"{requester.id} is not in the {product.domain} domain, so cannot ask on behalf of "
                             f"{product.id} — fix: its domain's data product owner or developer asks")
         return product
+
+    def _fit_for_consumption(self, ds: DatasetInfo, session: Session | None = None) -> None:
+        """No new grant on a product governance found unfit for consumption (its last evaluation says so)."""
+        if session is None:
+            with self.store.session() as own:
+                status = own.get(ProductStatusRow, ds.product)
+        else:
+            status = session.get(ProductStatusRow, ds.product)
+        if status is not None and status.status == UNFIT:
+            reasons = "; ".join(status.reasons[:3]) or "see `trustmesh policy status`"
+            raise Forbidden(f"{ds.product} is unfit for consumption, so no new grant is made on {ds.address}: "
+                            f"{reasons} — fix: its owners fix the findings (`trustmesh check {ds.product}`)")
 
     def _columns(self, ds: DatasetInfo, names: list[str] | None, option: str) -> list[str] | None:
         if names is None:
@@ -376,6 +390,8 @@ class AccessService:
                 raise Forbidden(f"{approver.id} may not decide req-{rid} at level {level} of {row.levels}: that "
                                 f"takes {who} of the {row.domain} domain ({', '.join(allowed) or 'nobody is named'})")
             final = decision == "reject" or level == row.levels
+            if final and decision == "approve" and ds is not None:
+                self._fit_for_consumption(ds, session)
             values: dict[str, Any] = {"revision": row.revision + 1}
             if final:
                 values.update(state="approved" if decision == "approve" else "rejected", decided_at=now)
@@ -516,7 +532,16 @@ class AccessService:
             grant_rows = [grant_to_dict(g, now) for g in session.scalars(grants)]
             if state:
                 grant_rows = [g for g in grant_rows if g["state"] == state]
-        return {"view": view, "principal": actor, "requests": out, "grants": grant_rows}
+            notices = []
+            if view == "inbox":  # governance: the caller's domains' products that are at-risk or unfit
+                mine = {p.id for p in directory.principals.values()
+                        if p.kind == PRODUCT and p.domain in who.custodian_of()}
+                if mine:
+                    for status in session.scalars(select(ProductStatusRow).where(
+                            ProductStatusRow.product.in_(sorted(mine)), ProductStatusRow.status != "compliant")):
+                        notices.append({"product": status.product, "status": status.status,
+                                        "reasons": list(status.reasons), "deadline": status.deadline})
+        return {"view": view, "principal": actor, "requests": out, "grants": grant_rows, "notices": notices}
 
     def show(self, actor: str, request: str | int) -> dict[str, Any]:
         with self._attempt(actor, "show", _subject(request, "req")):

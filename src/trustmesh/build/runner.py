@@ -62,6 +62,7 @@ class BuildContext:
     access: AccessService | None = None  # None: no access control (a bare build context in tests of the engine)
     actor: str = "trustmesh"
     _authorizer: Authorizer | None = None
+    blocked: dict[str, list[Problem]] = field(default_factory=dict)  # products a policy error keeps from publishing
 
     def authorizer(self) -> Authorizer | None:
         """Decisions over the grants active when the build started (one Cedar entity graph per build)."""
@@ -269,6 +270,10 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
             fp = _fingerprint(ctx, meta, product, access)
             if not full and is_current(meta, product, fp):
                 return outcome("skipped", message="unchanged since the last build")
+        if product.address in ctx.blocked:  # only a new version is held back; what is served stays
+            problems = ctx.blocked[product.address]
+            return outcome("failed", message=f"{len(problems)} governance policy error(s) block publishing; the "
+                           "previous version stays served (see `trustmesh check`)", problems=problems)
         run = ctx.events.start(product) if ctx.events else None
         origins = _bind_inputs(ctx, session, product, fp, progress, access)
         if fp.unread and not full:

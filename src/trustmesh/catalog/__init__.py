@@ -21,6 +21,7 @@ from trustmesh.metastore.schema import (
     FindingRow,
     PersonRow,
     ProductRow,
+    ProductStatusRow,
     QualityResultRow,
     QuarantineRow,
     RoleRow,
@@ -86,7 +87,10 @@ class Catalog:
             cols = s.scalars(select(ColumnRow).where(ColumnRow.dataset == address).order_by(ColumnRow.position)).all()
             domain = s.get(DomainRow, ds.domain)
             latest = self._version_row(s, address, ds.current_version)
+            governed = s.get(ProductStatusRow, ds.product)
             out = {
+                "governance": {"status": governed.status, "reasons": governed.reasons, "deadline": governed.deadline,
+                               "evaluated_at": governed.evaluated_at.isoformat()} if governed else None,
                 **_dataset_summary(ds, product),
                 "sector": domain.sector if domain else None,
                 "product_description": product.description,

@@ -185,6 +185,10 @@ def list_(
                         [[r["id"], r["state"], r["principal"], r["dataset"], _cols(r["columns"]), ", ".join(r["unmask"]),
                           r["purpose_category"], f"{sum(a['decision'] == 'approve' for a in r['approvals'])}/{r['levels']}",
                           ", ".join(r["awaiting"]), _day(r["created_at"])] for r in result["requests"]]))
+    for notice in result.get("notices", []):
+        console.print(f"[yellow]{notice['product']} is {notice['status']}[/]"
+                      + (f" (deadline {notice['deadline'][:10]})" if notice.get("deadline") else "") + ": "
+                      + "; ".join(notice["reasons"]), highlight=False)
     if view != "inbox":
         console.print(table("grants", ["id", "state", "principal", "dataset", "columns", "unmask", "expires", "approvers"],
                             [[g["id"], g["state"], g["principal"], g["dataset"], _cols(g["columns"]),

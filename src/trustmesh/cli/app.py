@@ -12,6 +12,7 @@ from rich.markup import escape
 from trustmesh.cli.access import access_app, audit_app, user_app
 from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
 from trustmesh.cli.contract import contract_app
+from trustmesh.cli.governance import check, policy_app, report_app
 from trustmesh.cli.privacy import privacy_app, scan
 from trustmesh.cli.query import run_query
 from trustmesh.cli.render import BuildProgress, console, error_console, print_json, print_problems, table
@@ -29,6 +30,9 @@ app.add_typer(new_app, name="new")
 app.add_typer(catalog_app, name="catalog")
 app.add_typer(contract_app, name="contract")
 app.add_typer(access_app, name="access")
+app.command("check")(check)
+app.add_typer(policy_app, name="policy")
+app.add_typer(report_app, name="report")
 app.command("query")(run_query)
 app.add_typer(audit_app, name="audit")
 app.add_typer(user_app, name="user")
@@ -205,6 +209,12 @@ def catalog_show(
         return
     console.print(f"[bold]{info['address']}[/]  ({info['product_kind']}, {info['tier']}, "
                   f"classification {info['classification']}, sensitivity {info['sensitivity']})")
+    governed = info.get("governance")
+    if governed and governed["status"] != "compliant":
+        colour = "red" if governed["status"].startswith("unfit") else "yellow"
+        console.print(f"[{colour}]{governed['status'].upper()}[/]"
+                      + (f" (deadline {governed['deadline'][:10]})" if governed["deadline"] else "") + ": "
+                      + escape("; ".join(governed["reasons"])), highlight=False)
     console.print(info["description"])
     for role, people in info["owners"].items():
         if people:
@@ -431,5 +441,20 @@ def demo(
                             [[r.address, r.status, f"{r.rows:,}", f"{r.duration_s:.2f}s"] for r in result.products]))
     if not result.ok:
         raise typer.Exit(1)
+    from trustmesh.demo import policy_update
+
+    if policy_update(ws.root):  # the Trusted Centre tightens its sector's rules after the first release
+        current = ws.mesh
+        statuses, _ = ws.governance.evaluate(current)
+        report = ws.governance.record(current, statuses, "apply", "ravi", ws.governance.policies(current)[0])
+        if not json:
+            for change in report["changes"]:
+                console.print(f"policy {change['policy']}: {len(change['newly_failing'])} product(s) newly "
+                              f"non-compliant ({', '.join(change['newly_failing'])}), {len(change['fixed'])} fixed",
+                              markup=False)
+            s = report["summary"]
+            console.print(f"governance: {s['compliant']} compliant, {s['at-risk']} at-risk, "
+                          f"{s['unfit for consumption']} unfit for consumption (`trustmesh policy status`)",
+                          markup=False)
     if serve_:
         _serve(ws, "127.0.0.1", port, 1)

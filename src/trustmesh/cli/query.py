@@ -113,4 +113,6 @@ def _footer(info: dict[str, Any], to_stderr: bool = False) -> None:
         parts.append("not granted: " + ", ".join(info["withheld"]))
     for address, condition in info.get("row_filters", {}).items():
         parts.append(f"rows of {address} filtered: {condition}")
+    for warning in info.get("warnings", []):
+        parts.append(f"WARNING: {warning}")
     out.print("\n".join(["[dim]" + p.replace("[", "\\[") + "[/]" for p in parts]), highlight=False)

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -12,7 +13,8 @@ from pathlib import Path
 from trustmesh.demo.flights import write_flight_data
 from trustmesh.demo.people import write_people_data
 
-__all__ = ["write_demo"]
+__all__ = ["policy_update", "write_demo"]
+EFFECTIVE_PLACEHOLDER = "EFFECTIVE_30_DAYS_AGO"
 
 
 def _copy_tree(source: Traversable, dest: Path) -> None:
@@ -40,5 +42,25 @@ def write_demo(dest: Path) -> None:
             "so nothing of yours is overwritten; choose another path or empty it first"
         )
     _copy_tree(resources.files(__name__) / "mesh", dest)
+    # A policy that came into force a month ago with two months' grace: its failures are at-risk today.
+    for path in (dest / "governance" / "policies").glob("*.yaml"):
+        text = path.read_text(encoding="utf-8")
+        if EFFECTIVE_PLACEHOLDER in text:
+            path.write_text(text.replace(EFFECTIVE_PLACEHOLDER, (date.today() - timedelta(days=30)).isoformat()),
+                            encoding="utf-8")
     write_flight_data(dest)
     write_people_data(dest)
+
+
+def policy_update(dest: Path) -> list[Path]:
+    """The policy the transport Trusted Centre adds after the first release (`trustmesh demo` applies it
+    once the mesh is built, to show a policy change re-evaluating every product). Returns the files added."""
+    added = []
+    source = resources.files(__name__) / "policy-update" / "domains" / "transport-tc" / "policies"
+    target = Path(dest) / "domains" / "transport-tc" / "policies"
+    for entry in source.iterdir():
+        if entry.name.endswith(".yaml") and not (target / entry.name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            (target / entry.name).write_bytes(entry.read_bytes())
+            added.append(target / entry.name)
+    return added

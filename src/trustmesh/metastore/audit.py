@@ -38,6 +38,8 @@ EVENT_TYPES = {
     "build.finished": "a build ran (what it built, what failed)",
     "query.run": "a governed query ran (SQL as sent, datasets and versions, masking, filters, rows, duration)",
     "query.refused": "a query was refused, and why",
+    "policy.changed": "a policy was added, changed or removed (with its diff) when policies were applied",
+    "governance.evaluated": "policies were evaluated over products (statuses, what changed)",
     "privacy.scan": "a custodian scanned a dataset version for personal data",
     "privacy.kanon": "a custodian measured the k-anonymity of a dataset version",
     "product.published": "a product published new dataset versions",

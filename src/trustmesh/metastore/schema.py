@@ -368,3 +368,56 @@ class ApiTokenRow(Base):
     expires_at: Mapped[datetime | None] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()
     last_used_at: Mapped[datetime | None] = mapped_column()
+
+
+class PolicyRow(Base):
+    """A policy as last applied: its version and content, to tell what changed (migration 0007)."""
+
+    __tablename__ = "tm_policies"
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[int] = mapped_column(Integer)
+    level: Mapped[str] = mapped_column(String(20))
+    owner: Mapped[str | None] = mapped_column(String(200))
+    rule: Mapped[str] = mapped_column(String(100))
+    severity: Mapped[str] = mapped_column(String(20))
+    content: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    file: Mapped[str] = mapped_column(String(600), default="")
+    applied_at: Mapped[datetime] = mapped_column()
+
+
+class PolicyRunRow(Base):
+    """One evaluation of the policies over products: why it ran, what it found."""
+
+    __tablename__ = "tm_policy_runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trigger: Mapped[str] = mapped_column(String(40))  # check | build | apply
+    actor: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column()
+    policies: Mapped[dict[str, Any]] = mapped_column(default=dict)  # id → version
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ProductStatusRow(Base):
+    """A product's current governance status and the findings behind it."""
+
+    __tablename__ = "tm_product_status"
+    product: Mapped[str] = mapped_column(String(400), primary_key=True)
+    status: Mapped[str] = mapped_column(String(40), index=True)
+    reasons: Mapped[list[Any]] = mapped_column(default=list)
+    deadline: Mapped[str | None] = mapped_column(String(40))
+    findings: Mapped[list[Any]] = mapped_column(default=list)
+    policies: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    run_id: Mapped[int] = mapped_column(Integer)
+    evaluated_at: Mapped[datetime] = mapped_column()
+
+
+class StatusHistoryRow(Base):
+    """Every evaluation of every product, kept: compliance over time."""
+
+    __tablename__ = "tm_status_history"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product: Mapped[str] = mapped_column(String(400), index=True)
+    run_id: Mapped[int] = mapped_column(Integer, index=True)
+    status: Mapped[str] = mapped_column(String(40))
+    failing: Mapped[list[Any]] = mapped_column(default=list)  # policy ids failed
+    evaluated_at: Mapped[datetime] = mapped_column()

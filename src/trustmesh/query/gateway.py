@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+from sqlalchemy import select
 
 from trustmesh.access.model import DatasetInfo, Directory, Principal
 from trustmesh.access.policy import Decision, GrantTerms
@@ -28,6 +29,7 @@ from trustmesh.catalog import Catalog
 from trustmesh.engines.duckdb import literal, quote
 from trustmesh.errors import NotFound, TrustmeshError
 from trustmesh.metastore import audit
+from trustmesh.metastore.schema import ProductStatusRow
 from trustmesh.privacy.keys import KeyStore
 from trustmesh.privacy.masking import Masking, choose, expression, register_keyed_functions
 from trustmesh.query.guard import (
@@ -89,9 +91,11 @@ class QueryResult:
     row_filters: dict[str, str]
     truncated: bool
     duration_s: float
+    warnings: list[str] = field(default_factory=list)
 
     def info(self) -> dict[str, Any]:
         return {"query_id": self.query_id, "principal": self.principal, "datasets": self.datasets,
+                "warnings": self.warnings,
                 "masked": self.masked, "withheld": self.withheld, "row_filters": self.row_filters,
                 "rows": self.table.num_rows, "truncated": self.truncated, "duration_s": round(self.duration_s, 4),
                 "columns": [{"name": f.name, "type": str(f.type)} for f in self.table.schema]}
@@ -194,13 +198,23 @@ class Gateway:
             timer.cancel()
             # Freeing a big query's memory takes a while; the caller need not wait for it.
             threading.Thread(target=con.close, name="trustmesh-query-close", daemon=True).start()
+        warnings = self._unfit({directory.datasets[r.address].product for r in relations})
         masked = {f"{r.address}.{c}": m.to_dict() for r in relations for c, m in r.masked.items()}
         masked |= {f"{r.address}.{c}": {**m.to_dict(), "how": m.describe() + ", except on the rows of a grant that "
                    "unmasks it"} for r in relations for c, m in r.partly_masked.items()}
         return QueryResult(table, query_id, principal.id, {r.address: r.version for r in relations}, masked,
                            [f"{r.address}.{c}" for r in relations for c in r.withheld],
                            {r.address: r.row_filter for r in relations if r.row_filter}, truncated,
-                           time.perf_counter() - started)
+                           time.perf_counter() - started, warnings)
+
+    def _unfit(self, products: set[str]) -> list[str]:
+        """A warning for each product governance last found unfit for consumption (its data is still read)."""
+        if not products:
+            return []
+        with self.catalog.store.session() as session:
+            rows = session.scalars(select(ProductStatusRow).where(ProductStatusRow.product.in_(sorted(products)),
+                                                                  ProductStatusRow.status == "unfit for consumption"))
+            return [f"{r.product} is unfit for consumption: {'; '.join(r.reasons[:2])}" for r in rows]
 
     def _decide(self, directory: Directory, principal: Principal, ds: DatasetInfo, grants: list[GrantTerms],
                 now: datetime) -> Decision:

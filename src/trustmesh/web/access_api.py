@@ -129,11 +129,20 @@ class Grant(BaseModel):
     request: str | None
 
 
+class Notice(BaseModel):
+    product: str
+    status: str = Field(description="at-risk or unfit for consumption")
+    reasons: list[str]
+    deadline: str | None
+
+
 class Overview(BaseModel):
     view: Literal["inbox", "mine", "all"]
     principal: str
     requests: list[AccessRequest]
     grants: list[Grant]
+    notices: list[Notice] = Field([], description="In the inbox: the caller's domains' products that governance "
+                                                  "found at-risk or unfit for consumption.")
 
 
 class Decision(BaseModel):

@@ -48,6 +48,7 @@ class QueryResponse(BaseModel):
     withheld: list[str] = Field(description="Columns not granted: absent from the query's view of the data.")
     row_filters: dict[str, str]
     truncated: bool = Field(description="More rows matched than the limit.")
+    warnings: list[str] = Field([], description="E.g. a product read is unfit for consumption.")
     duration_s: float
 
 
