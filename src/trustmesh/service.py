@@ -178,6 +178,9 @@ class Workspace:
         if any(p.severity == "error" for p in problems):
             return problems
         problems += check_mesh(mesh, self.engine)
+        from trustmesh.governance.loader import load_policies
+
+        problems += load_policies(mesh)[1]  # policies: known rules, valid parameters, lower levels only tighten
         if self._has_metastore():  # compare with what is published, without creating a metastore to do it
             from trustmesh.contracts.compat import breaking_change_problems
 

@@ -73,16 +73,14 @@ def check(
     problems = ws.validate()
     errors = [p for p in problems if p.severity == "error"]
     statuses: dict[str, Any] = {}
-    policy_problems: list[Problem] = []
     if not errors:
         current = ws.mesh
         chosen = select(current, selector)
         if changed_since:
             changed = changed_products(ws, changed_since)
             chosen = [a for a in chosen if changed is None or a in changed]
-        result, policy_problems = ws.governance.evaluate(current, chosen)
+        result, _ = ws.governance.evaluate(current, chosen)  # policy problems are among validate's already
         statuses = {a: s.to_dict() for a, s in result.items()}
-    problems += policy_problems
     findings = [f for s in statuses.values() for f in s["findings"]]
     failed = bool([p for p in problems if p.severity == "error"]) or any(
         f["severity"] == "error" and f["binding"] for f in findings)
@@ -177,8 +175,7 @@ def sarif(problems: list[Problem], findings: list[dict[str, Any]]) -> dict[str, 
             "properties": {"product": f["product"], "dataset": f["dataset"], "column": f["column"],
                            "binding": f["binding"], "deadline": f["deadline"]}})
     return {"$schema": SARIF_SCHEMA, "version": "2.1.0", "runs": [{
-        "tool": {"driver": {"name": "trustmesh", "version": __version__, "informationUri":
-                            "https://github.com/trustmesh/trustmesh", "rules": list(rules.values())}},
+        "tool": {"driver": {"name": "trustmesh", "version": __version__, "rules": list(rules.values())}},
         "results": results}]}
 
 
