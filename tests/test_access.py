@@ -598,3 +598,32 @@ def test_a_policy_file_that_does_not_parse_is_a_validation_error(open_mesh: Call
     problems = [p for p in ws.validate() if p.severity == "error"]
     assert [p.file for p in problems] == ["governance/broken.cedar"]
     assert "not a valid Cedar policy set" in problems[0].message
+
+
+def test_a_domain_cedar_forbid_binds_only_its_own_data_and_permits_are_refused(
+        open_mesh: Callable[..., Workspace]) -> None:
+    files = personal_files()
+    files["domains/beta/domain.yaml"]["sector"] = "health"  # beta, a Trusted Centre, governs the health sector
+    files["domains/alpha/policies/no-email.cedar"] = '''
+@id("alpha:no-clear-email")
+@description("alpha shows emails in the clear to nobody.")
+forbid (principal, action == Trustmesh::Action::"readUnmasked", resource is Trustmesh::Column)
+when { resource.piiType == "email" };
+'''
+    files["domains/beta/policies/no-email.cedar"] = files["domains/alpha/policies/no-email.cedar"].replace(
+        "alpha:", "beta:")
+    ws = open_mesh(files, grants=False)
+    assert not [p for p in ws.validate() if p.severity == "error"]
+    # alpha's custodian is bound by alpha's own forbid on alpha's data
+    assert ws.access.explain("alpha-owner", ITEMS, "email").outcome == "mask"
+    decision = ws.access.explain("alpha-owner", ITEMS, "email").to_dict()
+    assert "alpha:no-clear-email" in decision["policies"]
+    # beta's rule is confined to its sector's data: it does not reach alpha (transport)
+    assert "beta:no-clear-email" not in decision["policies"]
+    assert ws.access.explain("alpha-owner", ITEMS, "nric").outcome == "allow"
+    # a lower level may only forbid
+    (ws.root / "domains/beta/policies/open.cedar").write_text(
+        '@id("beta:open")\npermit (principal, action, resource);\n')
+    problems = [p for p in ws.validate() if p.severity == "error"]
+    assert [p.file for p in problems] == ["domains/beta/policies/open.cedar"]
+    assert "may only forbid" in problems[0].message

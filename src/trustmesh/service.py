@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy.engine import make_url
 
 from trustmesh.access.model import Directory
-from trustmesh.access.policy import mesh_policy_files
+from trustmesh.access.policy import level_policies, level_policy_files, mesh_policy_files
 from trustmesh.access.tokens import Tokens
 from trustmesh.access.trail import AuditTrail
 from trustmesh.access.workflow import AccessService, Clock
@@ -139,8 +139,12 @@ class Workspace:
             return self._directory[1]
 
     def mesh_policies(self) -> str:
-        """The mesh's own global Cedar policies (`governance/*.cedar`)."""
-        return "".join(p.read_text() + "\n" for p in mesh_policy_files(self.root))
+        """The mesh's own Cedar policies: global (`governance/*.cedar`), and each sector's and domain's
+        (`domains/<d>/policies/*.cedar`: forbids only, confined to the level's own data)."""
+        text = "".join(p.read_text() + "\n" for p in mesh_policy_files(self.root))
+        if level_policy_files(self.root):
+            text += level_policies(self.root, self.directory().mesh.domains)
+        return text
 
     @cached_property
     def access(self) -> AccessService:
@@ -258,7 +262,7 @@ class Workspace:
 def _tree_stamp(root: Path) -> tuple[tuple[str, int, int], ...]:
     """Every descriptor's path, size and modification time: changes whenever the repo's declarations do."""
     files = [root / "mesh.yaml", *root.glob("domains/**/*.yaml"), *root.glob("domains/**/*.yml"),
-             *root.glob("governance/*.cedar")]
+             *root.glob("governance/*.cedar"), *root.glob("domains/*/policies/*.cedar")]
     stamp = []
     for f in sorted(files):
         try:

@@ -116,7 +116,7 @@ def access_problems(mesh: Mesh) -> list[Problem]:
     """Clearances and thresholds are levels of the mesh's scheme, named approvers exist, Cedar files parse."""
     from trustmesh.access.policy import check_policy_files
 
-    problems = check_policy_files(mesh.root)
+    problems = check_policy_files(mesh.root, mesh.domains)
     levels = mesh.config.governance.classification.levels
     settings = mesh.config.access
     for key, value in (("defaultClearance", settings.default_clearance), ("twoLevelFrom", settings.two_level_from)):

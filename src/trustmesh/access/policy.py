@@ -101,13 +101,51 @@ def grant_policies(grant: GrantTerms, principal: Principal) -> str:
 
 
 def mesh_policy_files(root: Path) -> list[Path]:
-    """The mesh's own global Cedar policies: `governance/*.cedar` (forbids bind everyone)."""
+    """The mesh's global Cedar policies: `governance/*.cedar` (forbids bind everyone)."""
     folder = root / "governance"
     return sorted(folder.glob("*.cedar")) if folder.is_dir() else []
 
 
-def check_policy_files(root: Path) -> list[Problem]:
-    """Parse errors in the mesh's Cedar files, as validation problems."""
+def level_policy_files(root: Path) -> list[tuple[Path, str]]:
+    """Sector and domain Cedar policies: `domains/<d>/policies/*.cedar`, with the domain that owns each."""
+    return [(p, p.parent.parent.name) for p in sorted(root.glob("domains/*/policies/*.cedar"))]
+
+
+def scoped_forbids(text: str, attribute: str, value: Any) -> str:
+    """A sector's or domain's Cedar policies, confined to its own data: each must be a `forbid` (a lower level
+    only tightens), and gets a condition that the resource's `sector`/`domain` is its own."""
+    import cedarpy
+
+    document = json.loads(cedarpy.policies_to_json_str(text))
+    if document.get("templates"):
+        raise ValueError("templates are not allowed here; write plain forbid policies")
+    for pid, policy in document["staticPolicies"].items():
+        name = policy.get("annotations", {}).get("id", pid)
+        if policy.get("effect") != "forbid":
+            raise ValueError(f"{name} is a permit: a sector or domain may only forbid (grants and roles permit)")
+        target = {"Value": value}
+        policy.setdefault("conditions", []).append({"kind": "when", "body": {"&&": {
+            "left": {"has": {"left": {"Var": "resource"}, "attr": attribute}},
+            "right": {"==": {"left": {".": {"left": {"Var": "resource"}, "attr": attribute}}, "right": target}}}}})
+    return str(cedarpy.PolicySet.from_json_str(json.dumps(document))) + "\n"
+
+
+def level_policies(root: Path, domains: dict[str, Any]) -> str:
+    """Every sector and domain Cedar file, scoped: a Trusted Centre's to its sector, a domain's to itself."""
+    text = ""
+    for path, owner in level_policy_files(root):
+        domain = domains.get(owner)
+        if domain is None:
+            continue
+        if domain.kind == "trusted-centre":
+            text += scoped_forbids(path.read_text(), "sector", domain.sector)
+        else:
+            text += scoped_forbids(path.read_text(), "domain", {"__entity": _uid("Domain", owner)})
+    return text
+
+
+def check_policy_files(root: Path, domains: dict[str, Any] | None = None) -> list[Problem]:
+    """Parse errors in the mesh's Cedar files (and permits at the lower levels), as validation problems."""
     import cedarpy
 
     problems = []
@@ -117,6 +155,16 @@ def check_policy_files(root: Path) -> list[Problem]:
         except ValueError as exc:
             problems.append(Problem(str(path.relative_to(root)), f"not a valid Cedar policy set: {exc}",
                                     fix="see https://docs.cedarpolicy.com/policies/syntax-policy.html"))
+    for path, owner in level_policy_files(root):
+        rel = str(path.relative_to(root))
+        if domains is not None and owner not in domains:
+            problems.append(Problem(rel, f"no domain {owner}", fix="keep Cedar files under an existing domain"))
+            continue
+        try:
+            scoped_forbids(path.read_text(), "domain", "x")
+        except ValueError as exc:
+            problems.append(Problem(rel, f"not a valid sector or domain access policy: {exc}",
+                                    fix="only forbid policies, in Cedar syntax; they apply to the level's own data"))
     return problems
 
 
@@ -195,13 +243,16 @@ class Authorizer:
             domain = {"__entity": _uid("Domain", ds.domain)}
             custodians = {"__entity": _uid("Group", f"{ds.domain}/custodians")}
             sensitivities = d.sensitivities
+            sector = d.mesh.domains[ds.domain].sector if ds.domain in d.mesh.domains else ""
             out.append({"uid": _uid("Dataset", ds.address), "parents": [], "attrs": {
                 "domain": domain, "custodians": custodians, "level": d.rank(ds.classification(d.levels)),
+                "sector": sector,
                 "sensitivity": sensitivities.index(ds.sensitivity(sensitivities)),
                 "personal": bool(ds.personal_columns)}})
             for col in ds.columns.values():
                 out.append({"uid": _uid("Column", f"{ds.address}.{col.name}"), "parents": [_uid("Dataset", ds.address)],
-                            "attrs": {"domain": domain, "custodians": custodians, "level": d.rank(col.classification),
+                            "attrs": {"domain": domain, "custodians": custodians, "sector": sector,
+                                      "level": d.rank(col.classification),
                                       "sensitivity": sensitivities.index(col.sensitivity)
                                       if col.sensitivity in sensitivities else 0,
                                       "personal": col.personal, "piiType": col.pii_type or ""}})

@@ -219,7 +219,7 @@ def policy_apply(as_: AsOpt = None, mesh: MeshOpt = None, json: JsonOpt = False)
     by_id = {p.id: p for p in policies}
     for change in report["changes"]:
         policy = by_id.get(change["policy"])
-        console.print(f"policy {change['policy']} v{policy.version if policy else '?'}: "
+        console.print(f"policy {change['policy']} " + (f"v{policy.version}" if policy else "(removed)") + ": "
                       f"{len(change['newly_failing'])} product(s) newly non-compliant, {len(change['fixed'])} fixed"
                       + (f" ({', '.join(change['newly_failing'])})" if change["newly_failing"] else ""), markup=False)
     if not report["changes"]:

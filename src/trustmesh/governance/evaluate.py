@@ -85,20 +85,21 @@ def summary(statuses: dict[str, ProductStatus]) -> dict[str, Any]:
 
 
 def changes(before: dict[str, dict[str, Any]], after: dict[str, ProductStatus],
-            policies: list[Policy]) -> list[dict[str, Any]]:
-    """Per policy: products newly failing it and products that no longer do ("policy X v2: N newly
-    non-compliant, M fixed"). `before` maps product → {policy id: failing?} from the last stored run."""
+            policies: list[tuple[str, int | None]]) -> list[dict[str, Any]]:
+    """Per policy (id, version; version None: removed): products newly non-compliant with it (an error-level
+    finding) and products no longer so ("policy X v2: N newly non-compliant, M fixed"). `before` maps product →
+    {policy id: non-compliant?} from the last stored run."""
     out = []
-    for policy in policies:
+    for policy_id, version in policies:
         newly, fixed = [], []
         for address, status in after.items():
-            failing = any(f.policy == policy.id for f in status.findings)
-            was = before.get(address, {}).get(policy.id, False)
+            failing = any(f.policy == policy_id and f.severity == "error" for f in status.findings)
+            was = before.get(address, {}).get(policy_id, False)
             if failing and not was:
                 newly.append(address)
             elif was and not failing:
                 fixed.append(address)
-        out.append({"policy": policy.id, "version": policy.version, "newly_failing": newly, "fixed": fixed})
+        out.append({"policy": policy_id, "version": version, "newly_failing": newly, "fixed": fixed})
     return out
 
 

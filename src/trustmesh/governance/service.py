@@ -61,7 +61,7 @@ class Governance:
         """Store statuses and their history; audit policy changes with their diff; report what changed."""
         now = self.access.clock()
         with self.store.session() as session:
-            before = {row.product: {f["policy"]: True for f in row.findings}
+            before = {row.product: {f["policy"]: True for f in row.findings if f.get("severity") == "error"}
                       for row in session.scalars(select(ProductStatusRow))}
             changed = self._register_policies(session, policies, actor, now) if trigger == "apply" else []
             run = PolicyRunRow(trigger=trigger, actor=actor, started_at=now,
@@ -74,7 +74,9 @@ class Governance:
                                                policies=status.policies, run_id=run.id, evaluated_at=now))
                 session.add(StatusHistoryRow(product=address, run_id=run.id, status=status.status,
                                              failing=sorted({f.policy for f in status.findings}), evaluated_at=now))
-            moved = changes(before, statuses, [p for p in policies if p.id in changed] if changed else policies)
+            versions = {p.id: p.version for p in policies}
+            reported = changed if changed else list(versions)
+            moved = changes(before, statuses, [(pid, versions.get(pid)) for pid in reported])
             report = {"run": run.id, "trigger": trigger, "summary": run.summary, "changed_policies": changed,
                       "changes": [c for c in moved if c["newly_failing"] or c["fixed"]]}
             audit.append(session, "governance.evaluated", actor, "mesh", {
