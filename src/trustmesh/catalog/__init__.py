@@ -131,7 +131,8 @@ class Catalog:
         owners = self.owners(product.domain)  # one domain, one lookup, for every dataset of the product
         shown = [{**self.show(a, owners=owners), "versions": self.versions(a)} for a in datasets]
         scores = [d["quality"]["score"] for d in shown if d["quality"]["score"] is not None]
-        return {**info, "owners": owners, "datasets": shown,
+        governed = next((d["governance"] for d in shown if d.get("governance")), None)
+        return {**info, "owners": owners, "datasets": shown, "governance": governed,
                 "quality_score": round(sum(scores) / len(scores), 1) if scores else None,
                 "stale": any(d["quality"]["freshness"]["stale"] for d in shown)}
 
@@ -266,11 +267,14 @@ class Catalog:
             return {}
         now = utcnow()
         with self.store.session() as s:
-            rows = s.execute(select(DatasetRow, VersionRow).outerjoin(VersionRow, (VersionRow.dataset == DatasetRow.address)
-                             & (VersionRow.version == DatasetRow.current_version))
+            rows = s.execute(select(DatasetRow, VersionRow, ProductStatusRow.status)
+                             .outerjoin(VersionRow, (VersionRow.dataset == DatasetRow.address)
+                                        & (VersionRow.version == DatasetRow.current_version))
+                             .outerjoin(ProductStatusRow, ProductStatusRow.product == DatasetRow.product)
                              .where(DatasetRow.address.in_(addresses))).all()
-            return {ds.address: {"quality_score": v.quality_score if v else None, "stale": _fresh(ds, v, now)["stale"]}
-                    for ds, v in rows}
+            return {ds.address: {"quality_score": v.quality_score if v else None, "stale": _fresh(ds, v, now)["stale"],
+                                 "governance_status": status}
+                    for ds, v, status in rows}
 
     @staticmethod
     def _version_row(s: Session, address: str, number: int | None) -> VersionRow | None:
