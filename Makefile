@@ -31,6 +31,8 @@ bench: venv
 	$(BIN)/python bench/quality.py
 	$(BIN)/python bench/lineage.py
 	$(BIN)/python bench/access.py
+	$(BIN)/python bench/query.py
+	$(BIN)/python bench/governance.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache

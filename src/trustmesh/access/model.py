@@ -132,7 +132,10 @@ class Directory:
 
     @property
     def levels(self) -> list[str]:
-        return list(self.mesh.config.governance.classification.levels)
+        found = self.cache.get("levels")
+        if found is None:
+            found = self.cache["levels"] = list(self.mesh.config.governance.classification.levels)
+        return list(found)
 
     @property
     def sensitivities(self) -> list[str]:
@@ -140,8 +143,10 @@ class Directory:
 
     def rank(self, level: str | None) -> int:
         """Position of an IM8 level in the mesh's scheme; unlabelled data counts as the lowest level."""
-        levels = self.levels
-        return levels.index(level) if level in levels else 0
+        ranks = self.cache.get("ranks")
+        if ranks is None:
+            ranks = self.cache["ranks"] = {name: i for i, name in enumerate(self.levels)}
+        return int(ranks.get(level, 0)) if level is not None else 0
 
     def clearance_rank(self, principal: Principal) -> int:
         if principal.kind == PRODUCT:

@@ -217,12 +217,20 @@ class Authorizer:
             cache["policies"] = (self._base_text, cedarpy.PolicySet.from_str(self._base_text),
                                  _policy_meta(cedarpy, self._base_text))
         _, self._base, (self._base_ids, self.forbids, self.descriptions) = cache["policies"]
-        if "entities" not in cache:
-            cache["entities"] = cedarpy.Entities.from_json_str(json.dumps(self._entity_list()))
-        self._entities = cache["entities"]
+        self._cache = cache
         self._sets: dict[str, tuple[Any, list[str]]] = {}
 
-    def _entity_list(self) -> list[dict[str, Any]]:
+    def _graph(self, columns: bool) -> Any:
+        """The Cedar entities, parsed once per directory snapshot; without columns for dataset-level decisions
+        (a mesh of 10,000 products has 200,000 columns: parsing them is most of the cost)."""
+        key = "entities" if columns else "entities:datasets"
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cedar.Entities.from_json_str(json.dumps(self._entity_list(columns)))
+            self._cache[key] = found
+        return found
+
+    def _entity_list(self, columns: bool = True) -> list[dict[str, Any]]:
         d = self.directory
         out: list[dict[str, Any]] = []
         domains = {ds.domain for ds in d.datasets.values()} | {dom for p in d.principals.values() for dom in p.member_of()}
@@ -249,7 +257,7 @@ class Authorizer:
                 "sector": sector,
                 "sensitivity": sensitivities.index(ds.sensitivity(sensitivities)),
                 "personal": bool(ds.personal_columns)}})
-            for col in ds.columns.values():
+            for col in ds.columns.values() if columns else ():
                 out.append({"uid": _uid("Column", f"{ds.address}.{col.name}"), "parents": [_uid("Dataset", ds.address)],
                             "attrs": {"domain": domain, "custodians": custodians, "sector": sector,
                                       "level": d.rank(col.classification),
@@ -269,12 +277,14 @@ class Authorizer:
             self._sets[principal.id] = found
         return found
 
-    def _evaluate(self, principal: Principal, requests: list[dict[str, Any]]) -> list[tuple[bool, list[str]]]:
+    def _evaluate(self, principal: Principal, requests: list[dict[str, Any]],
+                  columns: bool = True) -> list[tuple[bool, list[str]]]:
         policies, ids = self._policies(principal)
+        entities = self._graph(columns)
         if len(requests) == 1:
-            results = [self._cedar.is_authorized(requests[0], policies, self._entities)]
+            results = [self._cedar.is_authorized(requests[0], policies, entities)]
         else:
-            results = self._cedar.is_authorized_batch(requests, policies, self._entities)
+            results = self._cedar.is_authorized_batch(requests, policies, entities)
         out = []
         for r in results:
             if r.diagnostics.errors:  # a policy that cannot be evaluated must never let anything through
@@ -292,7 +302,7 @@ class Authorizer:
     def decide(self, principal: Principal, dataset: DatasetInfo, now: datetime) -> Decision:
         """May the principal read the dataset at all? (One Cedar evaluation.)"""
         [(allowed, reasons)] = self._evaluate(principal, [self._request(principal, READ, _ref("Dataset", dataset.address),
-                                                                         now)])
+                                                                         now)], columns=False)
         return self._decision(principal, dataset, None, allowed, reasons)
 
     def explain(self, principal: Principal, dataset: DatasetInfo, now: datetime, column: str | None = None) -> Decision:

@@ -235,7 +235,8 @@ def _domain_line(mesh: Mesh, name: str, counts: Counter[str]) -> DomainLine:
 def _by_policy(mesh: Mesh, governance: Governance, products: list[Product], now: datetime,
                failing: dict[str, set[str]], binding: dict[str, set[str]], findings: Counter[str],
                first: dict[str, dict[str, Any]]) -> list[PolicyLine]:
-    """Every current policy (failed or not) and every policy the stored findings name (a gone one, a gate)."""
+    """Every current policy that applies to some of the products (failed or not), and every policy their stored
+    findings name (one changed or removed since, a platform gate)."""
     policies: list[Policy] = governance.policies(mesh)[0] if products else []
     lines: dict[str, PolicyLine] = {}
     for policy in policies:
@@ -262,7 +263,8 @@ def _by_policy(mesh: Mesh, governance: Governance, products: list[Product], now:
         if line["in_scope"]:
             line["share_compliant"] = _share(max(line["in_scope"] - line["failing"], 0), line["in_scope"])
     rank = {s: i for i, s in enumerate(SEVERITIES)}
-    return sorted(lines.values(), key=lambda x: (-x["failing"], -rank.get(x["severity"], -1), x["policy"]))
+    shown = [x for x in lines.values() if x["in_scope"] or x["failing"]]  # not another sector's or domain's
+    return sorted(shown, key=lambda x: (-x["failing"], -rank.get(x["severity"], -1), x["policy"]))
 
 
 def _like_prefix(domain: str) -> str:
@@ -377,7 +379,10 @@ def _empty(anchor: str) -> str:
 def _intro(data: ComplianceReport) -> list[str]:
     lines = [f"{data['products']} product(s), {data['evaluated']} evaluated; "
              f"{_pct(data['share_compliant'])} compliant."]
-    if data["last_evaluated_at"]:
+    if not data["products"]:
+        lines.append("No product is covered: the " + ("domain" if data["domain"] else "sector" if data["sector"]
+                                                       else "mesh") + " has none yet.")
+    elif data["last_evaluated_at"]:
         lines.append(f"From the statuses stored by the last runs (the latest evaluation: "
                      f"{data['last_evaluated_at'][:16].replace('T', ' ')} UTC); generated "
                      f"{data['generated_at'][:16].replace('T', ' ')} UTC.")
@@ -472,14 +477,15 @@ def _html_table(s: Section) -> list[str]:
 
 
 def render_html(data: ComplianceReport) -> str:
-    """The report as one self-contained HTML page: inline styles only, no scripts, every text escaped."""
+    """The report as one self-contained HTML page: inline styles only (mail clients drop <style> blocks), plain
+    divs and tables for their layout engines, no scripts, every text escaped."""
     out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
            '<meta name="viewport" content="width=device-width, initial-scale=1">',
            f"<title>{_e(data['title'])}</title>", "</head>", f'<body style="{STYLE["body"]}">',
-           f'<main style="{STYLE["main"]}">', f'<h1 style="{STYLE["h1"]}">{_e(data["title"])}</h1>']
+           f'<div role="main" style="{STYLE["main"]}">', f'<h1 style="{STYLE["h1"]}">{_e(data["title"])}</h1>']
     out += [f'<p style="{STYLE["p"]}">{_e(line)}</p>' for line in _intro(data)]
     for s in _sections(data):
-        out.append(f'<section aria-labelledby="h-{_e(s.anchor)}">')
+        out.append(f'<div role="region" aria-labelledby="h-{_e(s.anchor)}">')
         out.append(f'<h2 id="h-{_e(s.anchor)}" style="{STYLE["h2"]}">{_e(s.heading)}</h2>')
         if not s.rows:
             out.append(f'<p style="{STYLE["note"]}">{_e(_empty(s.anchor))}</p>')
@@ -488,6 +494,6 @@ def render_html(data: ComplianceReport) -> str:
             if s.left_out:
                 out.append(f'<p style="{STYLE["note"]}">{_e(f"… and {s.left_out} more (--format json lists them all).")}'
                            "</p>")
-        out.append("</section>")
-    out += ["</main>", "</body>", "</html>"]
+        out.append("</div>")
+    out += ["</div>", "</body>", "</html>"]
     return "\n".join(out) + "\n"
