@@ -59,11 +59,11 @@ class Connection:
         else:
             from trustmesh.service import USER_ENV, Workspace
 
-            self._ws = Workspace.open(Path(text))
             principal = as_ or os.environ.get(USER_ENV)
             if not principal:
                 raise UsageError(f"who is querying? — fix: trustmesh.connect(mesh, as_='PERSON') or set {USER_ENV}")
             self.principal = principal
+            self._ws = Workspace.open(Path(text))
 
     def sql(self, query: str, *, limit: int | None = None) -> Result:
         if self._server is not None:

@@ -11,6 +11,7 @@ memory limit and a timeout. Every query, run or refused, is an audit entry.
 from __future__ import annotations
 
 import queue
+import re
 import threading
 import time
 import uuid
@@ -386,9 +387,8 @@ def _grant_rows(relation: Relation, ds: DatasetInfo, decision: Decision, grants:
 def _bind_filter(template: str, principal: Principal) -> str:
     """A contract's row filter for outside readers; `{agency}` and `{principal}` become the reader's values."""
     values = {"agency": principal.domain or "", "principal": principal.id}
-    text = template
-    for key, value in values.items():
-        text = text.replace("{" + key + "}", "'" + value.replace("'", "''") + "'")
+    # One pass, so a value that itself looks like a placeholder is never substituted again.
+    text = re.sub(r"\{(agency|principal)\}", lambda m: "'" + values[m.group(1)].replace("'", "''") + "'", template)
     return f"({text})"
 
 
