@@ -16,9 +16,17 @@ from starlette.concurrency import run_in_threadpool
 from trustmesh.access.model import Principal
 from trustmesh.access.trail import parse_since
 from trustmesh.service import Workspace
+from trustmesh.web.api import ERRORS, Error
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `trustmesh user token PERSON`, or an OIDC JWT.")
-router = APIRouter(prefix="/api/v1", tags=["access"])
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **ERRORS,
+    401: {"model": Error, "description": "No bearer token, or a forged, expired or revoked one"},
+    403: {"model": Error, "description": "The caller may not do this (e.g. decide another domain's request)"},
+    409: {"model": Error, "description": "The request or grant changed state first (decided, withdrawn, expired)"},
+    500: {"model": Error, "description": "An access policy could not be evaluated (nothing is allowed)"},
+}
+router = APIRouter(prefix="/api/v1", tags=["access"], responses=AUTH_ERRORS)
 RequestId = Annotated[str, Path(description="The request id, `req-7` (or `7`).", examples=["req-1"])]
 GrantId = Annotated[str, Path(description="The grant id, `grant-3` (or `3`).", examples=["grant-1"])]
 

@@ -10,9 +10,12 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from trustmesh.web.access_api import Caller, WorkspaceDep
+from trustmesh.web.access_api import AUTH_ERRORS, Caller, WorkspaceDep
+from trustmesh.web.api import Error
 
-router = APIRouter(prefix="/api/v1", tags=["query"])
+router = APIRouter(prefix="/api/v1", tags=["query"], responses={
+    **AUTH_ERRORS, 403: {"model": Error, "description": "The query was refused: the reason names what, and the fix"},
+    408: {"model": Error, "description": "The query ran past its time limit and was stopped"}})
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
