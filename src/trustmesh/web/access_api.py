@@ -156,7 +156,7 @@ class Overview(BaseModel):
 class Decision(BaseModel):
     principal: str
     dataset: str
-    column: str | None
+    column: str | None = Field(None, description="The column asked about; absent for a whole dataset.")
     decision: Literal["allow", "deny", "mask"]
     policies: list[str] = Field(description="The Cedar policies or grants that decided (by @id).")
     reason: str

@@ -56,6 +56,9 @@ async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if wants_html(request):
         return pages.render_error(request, exc.status_code, str(exc.detail), [])
+    if exc.status_code >= 400 and exc.status_code not in (404, 405):  # the API's one error shape
+        return JSONResponse({"error": str(exc.detail), "problems": []}, status_code=exc.status_code,
+                            headers=getattr(exc, "headers", None))
     return await http_exception_handler(request, exc)
 
 
