@@ -19,10 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +33,7 @@ from trustmesh.descriptors import load_mesh
 from trustmesh.service import Workspace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from lineage import postgres_database  # the throwaway PostgreSQL database bench/lineage.py makes
 from meshfactory import column, contract_yaml, domain_yaml, file_input, person, product_yaml, write_files
 
 AIM_DECIDE_P99_US = 1000.0
@@ -321,25 +319,6 @@ def run_workflow(label: str, root: Path, url: str | None, sizes: Sizes, seed: in
     return f
 
 
-@contextmanager
-def postgres_database(admin_url: str) -> Iterator[str]:
-    """A fresh database on the server the admin URL reaches, dropped afterwards."""
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"trustmesh_bench_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 5})
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
-
-
 # -- main -------------------------------------------------------------------------------------------------
 
 def main() -> None:
@@ -394,13 +373,15 @@ def main() -> None:
         workflows = {"sqlite": run_workflow("SQLite", root, None, sizes, args.seed + 2)}
         if args.postgres:
             with postgres_database(args.postgres) as url:
-                workflows["pg"] = run_workflow("PostgreSQL", root, url, sizes, args.seed + 2)
+                if url is not None:
+                    workflows["pg"] = run_workflow("PostgreSQL", root, url, sizes, args.seed + 2)
 
         decide_p99 = pct(dt, 0.99)
         line = [f"principals={len(directory.principals)}", f"people={people}", f"datasets={len(directory.datasets)}",
                 f"grants={len(grants)}", f"decisions={len(dt)}", f"decide_p50_us={pct(dt, 0.5):.1f}",
                 f"decide_p99_us={decide_p99:.1f}", f"decide_max_us={max(dt):.1f}",
-                f"bare_cedar_p50_us={pct(bare, 0.5):.1f}", f"allow={allowed}", f"deny={len(dt) - allowed}",
+                f"bare_cedar_p50_us={pct(bare, 0.5):.1f}", f"ratio={pct(dt, 0.5) / pct(bare, 0.5):.2f}",
+                f"allow={allowed}", f"deny={len(dt) - allowed}",
                 f"explain_p50_us={pct(et, 0.5):.1f}", f"explain_p99_us={pct(et, 0.99):.1f}",
                 f"authorizer_build_s={build_s:.3f}", f"first_decide_p99_us={f['first_decide_p99_us']:.0f}"]
         for backend, w in workflows.items():
