@@ -8,7 +8,6 @@ problem of its policy; the other policies still run.
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from trustmesh.descriptors import Product
@@ -101,7 +100,3 @@ def changes(before: dict[str, dict[str, Any]], after: dict[str, ProductStatus],
                 fixed.append(address)
         out.append({"policy": policy_id, "version": version, "newly_failing": newly, "fixed": fixed})
     return out
-
-
-def at(now: datetime) -> str:
-    return now.isoformat()
