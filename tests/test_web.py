@@ -18,7 +18,7 @@ from trustmesh.scaffold import init_mesh, new_domain, new_product
 from trustmesh.service import Workspace
 from trustmesh.web import graph
 from trustmesh.web.app import app_from_environment, create_app
-from trustmesh.web.pages import age, plain, quality_band, source_label
+from trustmesh.web.render import age, plain, quality_band, source_label
 from trustmesh.yamlfile import dump_yaml, load_yaml
 
 with warnings.catch_warnings():
@@ -112,8 +112,15 @@ def _published(ws: Workspace, address: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def client(mesh: Workspace) -> Iterator[TestClient]:
-    with TestClient(create_app(mesh)) as c:
+def token(mesh: Workspace) -> str:
+    value, _ = mesh.tokens.issue("gdo-admin", "gdo-admin", name="web tests", days=1)
+    return value
+
+
+@pytest.fixture(scope="module")
+def client(mesh: Workspace, token: str) -> Iterator[TestClient]:
+    """Signed in as the governance admin, by bearer token (the pages take one too, as their JSON twins do)."""
+    with TestClient(create_app(mesh), headers={"Authorization": f"Bearer {token}"}) as c:
         yield c
 
 
@@ -582,3 +589,91 @@ def _headings_in_order(html: str) -> bool:
     """One h1 first, and no heading more than one level deeper than the one before it."""
     levels = [int(n) for n in re.findall(r"<h([1-6])[ >]", html)]
     return levels[0] == 1 and levels.count(1) == 1 and all(b - a <= 1 for a, b in itertools.pairwise(levels))
+
+
+# --- signing in ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def anonymous(mesh: Workspace) -> Iterator[TestClient]:
+    with TestClient(create_app(mesh), follow_redirects=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize("url", ["/api/v1/datasets", "/api/v1/search?q=x", "/api/v1/products/bts.flights-dp",
+                                 "/api/v1/lineage/bts.flights-dp.flights", "/api/v1/findings"])
+def test_the_catalog_api_needs_a_token(anonymous: TestClient, url: str) -> None:
+    response = anonymous.get(url)
+    assert response.status_code == 401 and response.headers["www-authenticate"] == "Bearer"
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["status"] == 401 and body["title"] == "Unauthorized" and body["instance"] == url.split("?")[0]
+    assert "fix" in body["detail"] and body["error"] == body["detail"]
+    assert anonymous.get(url, headers={"Authorization": "Bearer tmk_forged"}).status_code == 401
+
+
+def test_health_needs_no_token(anonymous: TestClient) -> None:
+    assert anonymous.get("/api/v1/health").json()["status"] == "ok"
+
+
+def test_problem_details_for_every_api_error(client: TestClient) -> None:
+    missing = client.get("/api/v1/datasets/bts.flights-dp.nope")
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert missing.json()["title"] == "Not Found" and "bts.flights-dp.nope" in missing.json()["detail"]
+    invalid = client.get("/api/v1/search", params={"limit": "many"})
+    assert invalid.status_code == 422 and invalid.headers["content-type"] == "application/problem+json"
+    assert invalid.json()["problems"][0]["path"] == "query.limit" and "limit" in invalid.json()["detail"]
+    unknown = client.get("/api/v1/no-such-thing")
+    assert unknown.status_code == 404 and "/docs" in unknown.json()["detail"]
+    wrong_method = client.delete("/api/v1/datasets")
+    assert wrong_method.status_code == 405 and "DELETE" in wrong_method.json()["detail"]
+
+
+def test_pages_send_strangers_to_sign_in_and_back(anonymous: TestClient, token: str) -> None:
+    page = anonymous.get("/products/bts.flights-dp?x=1")
+    assert page.status_code == 303 and page.headers["location"] == "/login?next=%2Fproducts%2Fbts.flights-dp%3Fx%3D1"
+    login = anonymous.get(page.headers["location"])
+    assert login.status_code == 200 and 'name="token"' in login.text and "Signed in as" not in login.text
+    assert 'value="/products/bts.flights-dp?x=1"' in login.text
+    signed_in = anonymous.post("/login", data={"token": token, "next": "/products/bts.flights-dp?x=1"})
+    assert signed_in.status_code == 303 and signed_in.headers["location"] == "/products/bts.flights-dp?x=1"
+    cookie = signed_in.headers["set-cookie"]
+    assert "trustmesh_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    product = anonymous.get("/products/bts.flights-dp")
+    assert product.status_code == 200 and "Signed in as" in product.text and "Governance Admin" in product.text
+
+
+def test_a_refused_token_stays_on_the_sign_in_page(anonymous: TestClient, mesh: Workspace) -> None:
+    refused = anonymous.post("/login", data={"token": "tmk_nothing", "next": "/"})
+    assert refused.status_code == 401 and "unknown API token" in refused.text and "set-cookie" not in refused.headers
+    assert mesh.audit.log("gdo-admin", type="auth.refused", limit=1)
+
+
+@pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x"])
+def test_sign_in_only_returns_to_this_site(anonymous: TestClient, token: str, target: str) -> None:
+    response = anonymous.post("/login", data={"token": token, "next": target})
+    assert response.status_code == 303 and response.headers["location"] == "/"
+
+
+def test_a_revoked_token_ends_the_session(anonymous: TestClient, mesh: Workspace) -> None:
+    value, info = mesh.tokens.issue("gdo-admin", "gdo-admin", name="short-lived", days=1)
+    assert anonymous.post("/login", data={"token": value}).status_code == 303
+    assert anonymous.get("/").status_code == 200
+    mesh.tokens.revoke("gdo-admin", info["id"])
+    ended = anonymous.get("/")
+    assert ended.status_code == 303 and ended.headers["location"] == "/login?next=%2F&ended=1"
+    assert 'trustmesh_session=""' in ended.headers["set-cookie"] or "Max-Age=0" in ended.headers["set-cookie"]
+    assert "session ended" in anonymous.get(ended.headers["location"]).text
+
+
+def test_sign_out_needs_the_forms_csrf_value(anonymous: TestClient, token: str) -> None:
+    anonymous.post("/login", data={"token": token})
+    page = anonymous.get("/").text
+    csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
+    assert csrf, "every signed-in page has the sign-out form"
+    forged = anonymous.post("/logout", data={"csrf": "0" * 32})
+    assert forged.status_code == 403
+    assert anonymous.get("/").status_code == 200  # still signed in
+    out = anonymous.post("/logout", data={"csrf": csrf.group(1)})
+    assert out.status_code == 303 and out.headers["location"] == "/login"
+    assert anonymous.get("/").status_code == 303

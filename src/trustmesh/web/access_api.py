@@ -7,21 +7,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import PlainTextResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.concurrency import run_in_threadpool
 
-from trustmesh.access.model import Principal
 from trustmesh.access.trail import parse_since
-from trustmesh.service import Workspace
 from trustmesh.web.api import ERRORS, Error
+from trustmesh.web.auth import Caller, WorkspaceDep
 
-bearer = HTTPBearer(auto_error=False, description="An API token from `trustmesh user token PERSON`, or an OIDC JWT.")
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    401: {"model": Error, "description": "No bearer token, or a forged, expired or revoked one"},
     403: {"model": Error, "description": "The caller may not do this (e.g. decide another domain's request)"},
     409: {"model": Error, "description": "The request or grant changed state first (decided, withdrawn, expired)"},
     500: {"model": Error, "description": "An access policy could not be evaluated (nothing is allowed)"},
@@ -29,22 +24,6 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 router = APIRouter(prefix="/api/v1", tags=["access"], responses=AUTH_ERRORS)
 RequestId = Annotated[str, Path(description="The request id, `req-7` (or `7`).", examples=["req-1"])]
 GrantId = Annotated[str, Path(description="The grant id, `grant-3` (or `3`).", examples=["grant-1"])]
-
-
-def _workspace(request: Request) -> Workspace:
-    workspace: Workspace = request.app.state.workspace
-    return workspace
-
-
-async def current_principal(request: Request,
-                            credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> Principal:
-    """The caller, from `Authorization: Bearer …`; a missing, forged, expired or revoked token is a 401."""
-    header = f"{credentials.scheme} {credentials.credentials}" if credentials else None
-    return await run_in_threadpool(_workspace(request).tokens.authenticate, header)
-
-
-Caller = Annotated[Principal, Depends(current_principal)]
-WorkspaceDep = Annotated[Workspace, Depends(_workspace)]
 
 
 class Model(BaseModel):

@@ -5,20 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from trustmesh.catalog import Catalog
 from trustmesh.service import Workspace
+from trustmesh.web.auth import current_principal, get_workspace
 
 SEARCH_LIMIT = 50
 PRODUCT_EXAMPLE = "bts.flights-dp"
 DATASET_EXAMPLE = "bts.flights-dp.flights"
-
-
-def get_workspace(request: Request) -> Workspace:
-    workspace: Workspace = request.app.state.workspace
-    return workspace
 
 
 def get_catalog(workspace: Annotated[Workspace, Depends(get_workspace)]) -> Catalog:
@@ -337,23 +333,35 @@ class Health(CatalogRecord):
 
 
 class Error(BaseModel):
-    error: str
-    problems: list[dict[str, Any]]
+    """RFC 9457 problem details, with the problems found and the detail repeated as `error`."""
+
+    type: str = Field("about:blank", description="Always `about:blank`: the status says what kind of error it is.")
+    title: str = Field(description="The HTTP status phrase, e.g. `Not Found`.", examples=["Not Found"])
+    status: int = Field(examples=[404])
+    detail: str = Field(description="What went wrong and, after `— fix:`, what to do about it.",
+                        examples=["no dataset bts.flights-dp.nope — fix: check the address"])
+    instance: str = Field(description="The path that was asked for.")
+    error: str = Field(description="The detail again, for clients that read `error`.")
+    problems: list[dict[str, Any]] = Field(description="Every problem found: message, and file, line, path and fix "
+                                                       "where known.")
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     400: {"model": Error, "description": "Malformed input, e.g. an address with the wrong number of parts"},
+    401: {"model": Error, "description": "No bearer token, or a forged, expired or revoked one"},
     404: {"model": Error, "description": "No such domain, product or dataset in the catalog"},
+    422: {"model": Error, "description": "A parameter or the body does not fit its schema"},
     503: {"model": Error, "description": "The metastore cannot be reached"},
 }
 
-router = APIRouter(prefix="/api/v1", tags=["catalog"], responses=ERRORS)
+router = APIRouter(prefix="/api/v1", tags=["catalog"], responses=ERRORS, dependencies=[Depends(current_principal)])
+platform = APIRouter(prefix="/api/v1", tags=["platform"], responses={503: ERRORS[503]})
 # Every route answers with `response_model_exclude_unset`, so a response is what the catalog returns field for
 # field: what the catalog leaves out (a column hit's quality score, an unmeasured version's empty quality summary)
 # stays out instead of coming back as null.
 
 
-@router.get("/health", response_model=Health, tags=["platform"], response_model_exclude_unset=True)
+@platform.get("/health", response_model=Health, response_model_exclude_unset=True)
 def health(workspace: Annotated[Workspace, Depends(get_workspace)]) -> dict[str, Any]:
     """The server is up and its metastore answers."""
     domains = workspace.catalog.domains()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -17,9 +17,11 @@ from starlette.exceptions import HTTPException
 from trustmesh import __version__
 from trustmesh.errors import Problem, TrustmeshError
 from trustmesh.service import Workspace
-from trustmesh.web import access_api, api, pages, query_api
+from trustmesh.web import access_api, api, pages, query_api, render, session
+from trustmesh.web.auth import SignInRequired
 
 STATIC = Path(__file__).parent / "static"
+PROBLEM_JSON = "application/problem+json"
 DESCRIPTION = """Discover the data products of a trustmesh mesh: domains, datasets with their contracts, schemas,
 classification and versions, and full-text search with facets.
 
@@ -28,46 +30,64 @@ Access requests, grants, decisions and the audit trail (`/api/v1/access/…`, `/
 and governed queries (`POST /api/v1/query`) need `Authorization: Bearer <token>`: an API token from `trustmesh user token PERSON`, or an OIDC JWT where
 `platform.oidc` is configured.
 
-Errors are `{"error": message, "problems": [...]}` with the HTTP status of the error."""
+Every route but `/api/v1/health` needs `Authorization: Bearer <token>`.
+
+Errors are RFC 9457 problem details (`application/problem+json`): `type`, `title`, `status`, `detail` (what went
+wrong and the fix), `instance`, and `problems` (each with file, line, path and fix where known); `error` repeats
+`detail` for older clients."""
 
 
 def wants_html(request: Request) -> bool:
     """Page routes get HTML errors; the API, JSON twins and everything else get JSON."""
     path = request.url.path
-    return not (path.startswith("/api/") or path.endswith(".json") or path in ("/docs", "/redoc"))
+    return not (path.startswith("/api/") or path.endswith(".json") or path in ("/docs", "/redoc", "/openapi.json"))
 
 
 def _problems(exc: Exception) -> list[dict[str, Any]]:
     return [p.to_dict() if isinstance(p, Problem) else {"message": str(p)} for p in getattr(exc, "problems", [])]
 
 
+def problem_response(request: Request, status: int, message: str, problems: list[dict[str, Any]],
+                     headers: dict[str, str] | None = None) -> JSONResponse:
+    """The API's one error shape: RFC 9457 problem details, plus `error` (the detail again) and `problems`."""
+    if status == 401:
+        headers = {**(headers or {}), "WWW-Authenticate": "Bearer"}
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status, "detail": message,
+            "instance": request.url.path, "error": message, "problems": problems}
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
 async def trustmesh_error(request: Request, exc: Exception) -> Response:
     """Every `TrustmeshError` as its own `http_status`, with the message that names the fix."""
     assert isinstance(exc, TrustmeshError)
+    if isinstance(exc, SignInRequired):
+        return render.sign_in_redirect(request, exc)
     status, message, problems = exc.http_status, str(exc), _problems(exc)
     if wants_html(request):
-        return pages.render_error(request, status, message, problems)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse({"error": message, "problems": problems}, status_code=status, headers=headers)
+        return render.render_error(request, status, message, problems)
+    return problem_response(request, status, message, problems)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Unknown URLs and wrong methods: an HTML page for people, FastAPI's usual JSON otherwise."""
+    """Unknown URLs and wrong methods: an HTML page for people, problem details otherwise."""
     assert isinstance(exc, HTTPException)
     if wants_html(request):
-        return pages.render_error(request, exc.status_code, str(exc.detail), [])
-    if exc.status_code >= 400 and exc.status_code not in (404, 405):  # the API's one error shape
-        return JSONResponse({"error": str(exc.detail), "problems": []}, status_code=exc.status_code,
-                            headers=getattr(exc, "headers", None))
-    return await http_exception_handler(request, exc)
+        return render.render_error(request, exc.status_code, str(exc.detail), [])
+    message = str(exc.detail)
+    if exc.status_code == 404 and message == "Not Found":
+        message = f"no such URL {request.url.path} — fix: see /docs for the API's routes"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path} — fix: see /docs for its methods"
+    return problem_response(request, exc.status_code, message, [], getattr(exc, "headers", None))
 
 
 async def validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    problems = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
+    message = "the request is not valid: " + "; ".join(f"{p['path']}: {p['message']}" for p in problems)
     if wants_html(request):
-        problems = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]} for e in exc.errors()]
-        return pages.render_error(request, 400, "the request's parameters are not valid", problems)
-    return await request_validation_exception_handler(request, exc)
+        return render.render_error(request, 400, "the request's parameters are not valid", problems)
+    return problem_response(request, 422, message, problems)
 
 
 def create_app(workspace: Workspace, *, owns_workspace: bool = False) -> FastAPI:
@@ -88,9 +108,11 @@ def create_app(workspace: Workspace, *, owns_workspace: bool = False) -> FastAPI
     app = FastAPI(title="trustmesh", version=__version__, description=DESCRIPTION, docs_url="/docs",
                   redoc_url=None, lifespan=lifespan)
     app.state.workspace = workspace
+    app.include_router(api.platform)
     app.include_router(api.router)
     app.include_router(access_api.router)
     app.include_router(query_api.router)
+    app.include_router(session.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(TrustmeshError, trustmesh_error)

@@ -1,22 +1,21 @@
-"""The catalog UI: server-rendered pages, each with a JSON twin (the same URL plus `.json`) holding what it renders."""
+"""The catalog pages: search and product pages, each with a JSON twin (the same URL plus `.json`) holding what it
+renders."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
-from http import HTTPStatus
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from fastapi.templating import Jinja2Templates
-from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from trustmesh.catalog import Catalog
 from trustmesh.descriptors.models import IM8_LEVELS, PRODUCT_KINDS, SENSITIVITIES
 from trustmesh.web import graph
 from trustmesh.web.api import CatalogDep, SearchDep, SearchQuery
+from trustmesh.web.auth import page_principal
+from trustmesh.web.render import dataset_url, lineage_url, product_url, render, twin
 
 # facet in the catalog's search result → (query parameter, heading, preferred order of values)
 FACETS: dict[str, tuple[str, str, list[str]]] = {
@@ -30,155 +29,7 @@ FACETS: dict[str, tuple[str, str, list[str]]] = {
 VALUE_LABELS = {"true": "Contains PII", "false": "No PII"}
 
 
-def product_url(address: str) -> str:
-    return f"/products/{quote(address)}"
-
-
-def dataset_url(address: str) -> str:
-    """The product page anchored at the dataset: one link, no redirect."""
-    product, name = address.rsplit(".", 1)
-    return f"{product_url(product)}#dataset-{quote(name)}"
-
-
-def column_url(dataset: str, column: str) -> str:
-    product, name = dataset.rsplit(".", 1)
-    return f"{product_url(product)}#column-{quote(name)}-{quote(column)}"
-
-
-def lineage_url(node: str) -> str:
-    """A node of a lineage picture: a dataset's section, or for a source outside the mesh its input port's row."""
-    if node.startswith(graph.SOURCE):
-        product, port = node.removeprefix(graph.SOURCE).rsplit(".", 1)
-        return f"{product_url(product)}#input-{quote(port)}"
-    return dataset_url(node)
-
-
-def lineage_column_url(node: str, column: str) -> str:
-    return lineage_url(node) if node.startswith(graph.SOURCE) else column_url(node, column)
-
-
-def node_label(node: str) -> str:
-    """`source:bts.flights-dp.raw_flights` → `raw_flights (source of bts.flights-dp)`; a dataset is its address."""
-    if node.startswith(graph.SOURCE):
-        product, port = node.removeprefix(graph.SOURCE).rsplit(".", 1)
-        return f"{port} (source of {product})"
-    return node
-
-
-def column_label(node: str, column: str) -> str:
-    if node.startswith(graph.SOURCE):
-        product, port = node.removeprefix(graph.SOURCE).rsplit(".", 1)
-        return f"{port}.{column} (source of {product})"
-    return f"{node}.{column}"
-
-
-def when(iso: str | None) -> str:
-    """An ISO timestamp as people read it: 2024-05-01 09:30 UTC."""
-    if not iso:
-        return "—"
-    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M %Z").strip()
-
-
-def number(value: int | None) -> str:
-    return "—" if value is None else f"{value:,}"
-
-
-def label(value: str) -> str:
-    """`data-domain-steward` → `Data domain steward`."""
-    return value.replace("-", " ").replace("_", " ").capitalize()
-
-
-# --- quality ------------------------------------------------------------------------------------------------------
-
-# score bands, best first: (lowest score of the band, its name)
-QUALITY_BANDS = [(95.0, "good"), (80.0, "fair")]
-COUNTED = ("nullValues", "missingValues", "invalidValues", "duplicateValues", "rowCount")  # measured in rows
-SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-
-
-def quality_band(score: float | None) -> str:
-    """good (≥ 95), fair (≥ 80) or poor; `none` when nothing was measured."""
-    if score is None:
-        return "none"
-    return next((band for floor, band in QUALITY_BANDS if score >= floor), "poor")
-
-
-def plain(value: float | None) -> str:
-    """A number as people write it: 3, not 3.0; 33.33, not 33.333333."""
-    if value is None:
-        return "—"
-    rounded = round(float(value), 2)
-    return str(int(rounded)) if rounded.is_integer() else f"{rounded:g}"
-
-
-def source_label(source: str) -> str:
-    """`benchmark:transport-tc` → `sector benchmark (transport-tc)`; `schema` and `contract` stay as they are."""
-    kind, _, owner = source.partition(":")
-    return f"sector benchmark ({owner})" if kind == "benchmark" and owner else source
-
-
-def _in_rows(check: dict[str, Any]) -> bool:
-    return check.get("unit") != "percent" and check["metric"] in COUNTED
-
-
-def expected(check: dict[str, Any]) -> str:
-    """The catalog's `= 0`, `≤ 5%`, `between 1 and 10`, with the unit when it counts rows: `= 0 rows`."""
-    return f"{check['expected']} rows" if _in_rows(check) else str(check["expected"])
-
-
-def measured(check: dict[str, Any]) -> str:
-    value = check.get("value")
-    if value is None:
-        return "not measured"
-    if _in_rows(check):
-        return f"{plain(value)} row{'' if value == 1 else 's'}"
-    return f"{plain(value)}%" if check.get("unit") == "percent" else plain(value)
-
-
-def checks_view(checks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Failures first (errors, then warnings, then info), then passes; each with what the table shows."""
-    ordered = sorted(checks, key=lambda c: (bool(c["passed"]), SEVERITY_ORDER.get(c["severity"], 3)))
-    return [{**c, "source_label": source_label(c["source"]), "expected_text": expected(c), "measured": measured(c),
-             "sample_columns": list(dict.fromkeys(k for row in c.get("samples") or [] for k in row))}
-            for c in ordered]
-
-
-def age(hours: float | None) -> str:
-    """`0.01` → `under a minute`; `5.5` → `5.5 hours`; `50` → `2.1 days`."""
-    if hours is None:
-        return "—"
-    minutes = hours * 60
-    if minutes < 1:
-        return "under a minute"
-    if hours < 1:
-        return f"{round(minutes)} minute{'' if round(minutes) == 1 else 's'}"
-    if hours < 48:
-        return f"{plain(round(hours, 1))} hour{'' if round(hours, 1) == 1 else 's'}"
-    return f"{plain(round(hours / 24, 1))} days"
-
-
-env = Environment(loader=PackageLoader("trustmesh.web", "templates"), autoescape=True, undefined=StrictUndefined,
-                  trim_blocks=True, lstrip_blocks=True)
-env.filters.update(when=when, number=number, label=label, quality_band=quality_band, plain=plain, age=age,
-                   checks=checks_view, source_label=source_label)
-env.globals.update(product_url=product_url, dataset_url=dataset_url, column_url=column_url, lineage_url=lineage_url,
-                   lineage_column_url=lineage_column_url, node_label=node_label,
-                   column_label=column_label)
-templates = Jinja2Templates(env=env)
-router = APIRouter(include_in_schema=False)
-
-
-def twin(address: str, parts: int) -> tuple[str, bool]:
-    """Split `a.b.json` into (`a.b`, True) when what is left still has `parts` parts, so a thing named json stays."""
-    stem = address.removesuffix(".json")
-    if stem != address and stem.count(".") >= parts - 1:
-        return stem, True
-    return address, False
-
-
-def render_error(request: Request, status: int, message: str, problems: list[dict[str, Any]]) -> Response:
-    context = {"title": HTTPStatus(status).phrase, "status": status, "message": message, "problems": problems}
-    return templates.TemplateResponse(request, "error.html", context, status_code=status)
+router = APIRouter(include_in_schema=False, dependencies=[Depends(page_principal)])
 
 
 # --- search -------------------------------------------------------------------------------------------------------
@@ -264,7 +115,7 @@ def search_page(request: Request, catalog: CatalogDep, query: SearchDep) -> Resp
                "results": results, "groups": by_domain(results), "facets": facet_view(query, data["search"]["facets"]),
                "hidden": {k: v for k, v in state.items() if k != "q"}, "more_url": more,
                "json_url": "/.json" + (f"?{urlencode(state)}" if state else "")}
-    return templates.TemplateResponse(request, "search.html", context)
+    return render(request, "search.html", context)
 
 
 @router.get("/.json")
@@ -289,7 +140,7 @@ def product_page(request: Request, catalog: CatalogDep, address: str) -> Respons
                for ds in product["datasets"]}
     context = {"title": f"{product['name']} — {product['domain']}", "product": product, "quarantine": quarantine,
                "lineage": lineage, "json_url": f"{product_url(product['address'])}.json"}
-    return templates.TemplateResponse(request, "product.html", context)
+    return render(request, "product.html", context)
 
 
 def lineage_view(catalog: Catalog, address: str, ident: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from trustmesh.web.access_api import AUTH_ERRORS, Caller, WorkspaceDep
+from trustmesh.web.access_api import AUTH_ERRORS
 from trustmesh.web.api import Error
+from trustmesh.web.auth import Caller, WorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["query"], responses={
     **AUTH_ERRORS, 403: {"model": Error, "description": "The query was refused: the reason names what, and the fix"},
