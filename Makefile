@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 DEMO_DIR ?= demo-mesh
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv lint bench screenshots clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,5 +34,8 @@ bench: venv
 	$(BIN)/python bench/query.py
 	$(BIN)/python bench/governance.py
 
+screenshots: venv  # the journey in a real browser, then its pages into docs/screenshots for the README
+	TRUSTMESH_README_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_browser.py -q
+
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .artifacts

@@ -229,6 +229,32 @@ def test_search_filters(client: TestClient) -> None:
     assert len(limited["hits"]) == 1 and limited["total"] > 1
 
 
+def test_search_by_standing(client: TestClient) -> None:
+    """Quality band, freshness and compliance filter and count like the indexed facets."""
+    every = client.get("/api/v1/search").json()
+    assert every["facets"]["freshness"] == {"stale": 1, "fresh": 2}
+    assert every["facets"]["quality"] == {"fair": 1, "good": 2}
+    assert every["facets"]["governance"] == {"not evaluated": 3}
+    stale = client.get("/api/v1/search", params={"freshness": "stale"}).json()
+    assert [h["address"] for h in stale["hits"]] == ["bts.flights-dp.flights"] and stale["facets"]["freshness"] == {
+        "stale": 1}
+    fair = client.get("/api/v1/search", params={"q": "record", "quality": "fair"}).json()
+    assert {h["dataset"] for h in fair["hits"]} == {"bts.flights-dp.flights"}
+    assert client.get("/api/v1/search", params={"governance": "compliant"}).json()["hits"] == []
+    bad = client.get("/api/v1/search", params={"quality": "excellent"})
+    assert bad.status_code == 422 and "quality" in bad.json()["detail"]
+    page = client.get("/", params={"freshness": "stale"}).text
+    assert "Stale (past its SLA)" in page and "bts.flights-dp.flights" in page and "transport-tc.delays-dp" not in page
+
+
+def test_search_pages_through_hits(client: TestClient) -> None:
+    first = client.get("/api/v1/search", params={"q": "record", "limit": 2}).json()
+    second = client.get("/api/v1/search", params={"q": "record", "limit": 2, "offset": 2}).json()
+    assert first["total"] == second["total"] > 2
+    assert not {h["address"] for h in first["hits"]} & {h["address"] for h in second["hits"]}
+    assert client.get("/api/v1/search", params={"offset": -1}).status_code == 422
+
+
 def test_unknown_dataset_is_404_with_a_fix(client: TestClient) -> None:
     response = client.get("/api/v1/datasets/bts.flights-dp.nope")
     assert response.status_code == 404

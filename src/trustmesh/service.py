@@ -23,7 +23,7 @@ from trustmesh.catalog import Catalog
 from trustmesh.descriptors import Mesh, MeshConfig, load_mesh
 from trustmesh.descriptors.loader import load_config
 from trustmesh.engines import Engine, get_engine
-from trustmesh.errors import InvalidMesh, Problem
+from trustmesh.errors import InvalidMesh, Problem, UsageError
 from trustmesh.lineage.openlineage import LineageEmitter, default_events_path
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import iceberg_catalog, snapshot_files
@@ -32,8 +32,11 @@ from trustmesh.privacy.keys import KeyStore
 from trustmesh.validate import check_mesh
 
 if TYPE_CHECKING:
+    from trustmesh.contracts import ContractComparison, ExportedContract
+    from trustmesh.governance.gate import GateReport
     from trustmesh.governance.service import Governance
     from trustmesh.query.gateway import Gateway, QueryResult
+    from trustmesh.query.review import PrivacyReview
 
 MESH_ENV = "TRUSTMESH_MESH"
 USER_ENV = "TRUSTMESH_USER"
@@ -166,6 +169,13 @@ class Workspace:
         return self.gateway.run(principal, sql, limit=limit)
 
     @cached_property
+    def privacy(self) -> PrivacyReview:
+        """PII scans and k-anonymity of published data (its custodians), and of a governed query's result (anyone)."""
+        from trustmesh.query.review import PrivacyReview
+
+        return PrivacyReview(self.catalog, self.access, lambda: self.gateway)
+
+    @cached_property
     def governance(self) -> Governance:
         from trustmesh.governance.service import Governance
 
@@ -237,6 +247,68 @@ class Workspace:
             key = os.environ.get(platform.openlineage_api_key_env or "") or None
             return LineageEmitter(url=platform.openlineage_url, api_key=key)
         return LineageEmitter(default_events_path(self.warehouse))
+
+    def check(self, selector: str | None = None, *, changed_since: str | None = None) -> GateReport:
+        """The governance gate: every validation problem, then, when the mesh is valid, every applicable policy over
+        the selected products (with `changed_since`, a git ref: only those a change since it touched). Nothing is
+        recorded."""
+        from trustmesh.governance.gate import GateReport
+        from trustmesh.plan import select
+
+        problems = self.validate()
+        if any(p.severity == "error" for p in problems):
+            return GateReport(problems, {})
+        current = self.mesh
+        only = self.changed_products(changed_since) if changed_since else None
+        chosen = [a for a in select(current, selector) if only is None or a in only]
+        statuses, _ = self.governance.evaluate(current, chosen)  # policy problems are among validate's already
+        return GateReport(problems, {a: s.to_dict() for a, s in statuses.items()})
+
+    def changed_products(self, ref: str) -> list[str] | None:
+        """Products with a file changed since the git ref; None when a policy or mesh.yaml changed (check all)."""
+        import subprocess
+
+        if ref.startswith("-"):
+            raise UsageError(f"--changed-since {ref!r} is not a git ref — fix: name a branch, tag or commit, "
+                             "e.g. origin/main")
+        try:
+            out = subprocess.run(["git", "diff", "--name-only", ref, "--", "."], cwd=self.root, capture_output=True,
+                                 text=True, check=True).stdout
+            top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=self.root, capture_output=True,
+                                 text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", "") or str(exc)
+            raise UsageError(f"--changed-since {ref}: git could not compare ({detail.strip()[:200]}) — fix: run inside "
+                             "the mesh's git checkout, with the ref fetched") from exc
+        paths = [(Path(top) / line).resolve() for line in out.splitlines() if line.strip()]
+        mesh = self.mesh
+        rel = [p.relative_to(self.root) for p in paths if p.is_relative_to(self.root)]
+        if any(p.parts[:1] == ("governance",) or str(p) == "mesh.yaml" or "policies" in p.parts for p in rel):
+            return None
+        hit = []
+        for address, product in mesh.products.items():
+            folder = product.folder.resolve()
+            domain_file = (self.root / "domains" / product.domain / "domain.yaml").resolve()
+            if any(p.is_relative_to(folder) or p == domain_file for p in paths):
+                hit.append(address)
+        return sorted(hit)
+
+    def contract_diff(self, address: str, version: int | None = None) -> ContractComparison:
+        """What the repo's contract of a dataset changes against the one of a published version (default: served)."""
+        from trustmesh.contracts import diff_with_published
+        from trustmesh.descriptors.addresses import normalise_address
+
+        return diff_with_published(self.root, self.store, normalise_address(address), version)
+
+    def export_contract(self, address: str, version: int | None = None) -> ExportedContract:
+        """A published version's contract (default: the served one's) as standalone ODCS pointing at its files."""
+        from trustmesh.contracts import ExportedContract, export_contract, published_contract
+        from trustmesh.descriptors.addresses import normalise_address
+
+        published = published_contract(self.store, normalise_address(address), version)
+        number, files = self.catalog.version_files(published.address, published.version)
+        document = export_contract(published.document, address=published.address, data_files=files, version=number)
+        return ExportedContract(published.address, number, published.contract_version, files, document)
 
     def compiled_quality(self, address: str) -> Any:
         """The SQL that checks a dataset, as the build runs it (from the repo's contract and benchmarks)."""

@@ -16,8 +16,8 @@ from trustmesh.metastore.schema import utcnow
 READERS = ("auditor", "governance-admin")
 
 
-def parse_since(text: str | None) -> datetime | None:
-    """`7d`, `12h`, `30m`, or an ISO date/time (UTC when no zone is given)."""
+def parse_since(text: str | None, name: str = "--since") -> datetime | None:
+    """`7d`, `12h`, `30m`, or an ISO date/time (UTC when no zone is given); `name` is the input's in messages."""
     if text is None:
         return None
     found = re.fullmatch(r"\s*(\d+)\s*([dhm])\s*", text)
@@ -27,7 +27,7 @@ def parse_since(text: str | None) -> datetime | None:
     try:
         at = datetime.fromisoformat(text)
     except ValueError as exc:
-        raise UsageError(f"--since {text!r} — fix: 7d, 12h, 30m or an ISO date like 2026-11-01") from exc
+        raise UsageError(f"{name} {text!r} is not a time — fix: 7d, 12h, 30m or an ISO date like 2026-11-01") from exc
     return at if at.tzinfo else at.replace(tzinfo=utcnow().tzinfo)
 
 
@@ -44,12 +44,20 @@ class AuditTrail:
             raise Forbidden(f"{actor} may not read the audit trail: that takes an auditor or a governance admin")
 
     def log(self, actor: str, *, by: str | None = None, subject: str | None = None, type: str | None = None,
-            since: datetime | None = None, limit: int | None = 200) -> list[dict[str, Any]]:
-        """Entries matching the filters, newest first."""
+            since: datetime | None = None, before: int | None = None,
+            limit: int | None = 200) -> list[dict[str, Any]]:
+        """Entries matching the filters, newest first; `before` a sequence number: only older entries (next page)."""
         self._reader(actor)
         with self.store.session() as session:
             return [audit.to_dict(r) for r in audit.entries(session, actor=by, subject=subject, type=type, since=since,
-                                                            limit=limit, newest_first=True)]
+                                                            before=before, limit=limit, newest_first=True)]
+
+    def count(self, actor: str, *, by: str | None = None, subject: str | None = None, type: str | None = None,
+              since: datetime | None = None) -> int:
+        """How many entries match the filters of `log` (every page of them)."""
+        self._reader(actor)
+        with self.store.session() as session:
+            return audit.count(session, actor=by, subject=subject, type=type, since=since)
 
     def export(self, actor: str) -> Iterator[str]:
         """Every entry as one JSON line, oldest first, with its hashes, for an external archive.

@@ -577,6 +577,16 @@ class AccessService:
         return Authorizer(directory or self.directory(),
                           self.active_grants(principal) if grants is None else grants, self._extra_policies())
 
+    def readable(self, principal_id: str) -> list[Decision]:
+        """Every dataset of the mesh the principal may read now, each with its columns' outcomes (allow, mask,
+        deny): what a query of theirs may name."""
+        directory = self.directory()
+        principal = self.principal(principal_id, directory)
+        authorizer = self.authorizer(principal.id, directory)
+        now = self.clock()
+        return [authorizer.explain(principal, ds, now) for _, ds in sorted(directory.datasets.items())
+                if authorizer.decide(principal, ds, now).allowed]
+
     def explain(self, principal_id: str, address: str, column: str | None = None, *,
                 actor: str | None = None) -> Decision:
         """allow / deny / mask for a principal on a dataset (each column) or one column, naming what decided.

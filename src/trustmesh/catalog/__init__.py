@@ -29,10 +29,30 @@ from trustmesh.metastore.schema import (
     utcnow,
 )
 from trustmesh.metastore.search import FACETS, search
+from trustmesh.privacy.masking import choose, declared_masking
 from trustmesh.quality.freshness import freshness
 from trustmesh.quality.rules import expectation
 
 ROLE_ORDER = ["data-owner", "data-domain-steward", "data-product-owner", "developer"]
+# score bands, best first: (lowest score of the band, its name)
+QUALITY_BANDS = [(95.0, "good"), (80.0, "fair")]
+# facets over the served version's standing, filtered after the text search: facet → the values it can take
+STANDING_FACETS = {"quality": ["good", "fair", "poor", "none"], "freshness": ["fresh", "stale"],
+                   "governance": ["compliant", "at-risk", "unfit for consumption", "not evaluated"]}
+
+
+def quality_band(score: float | None) -> str:
+    """good (≥ 95), fair (≥ 80) or poor; `none` when nothing was measured."""
+    if score is None:
+        return "none"
+    return next((band for floor, band in QUALITY_BANDS if score >= floor), "poor")
+
+
+def standing_facets(standing: dict[str, Any]) -> dict[str, str]:
+    """A dataset's value in each standing facet, from `Catalog._standing`."""
+    return {"quality": quality_band(standing.get("quality_score")),
+            "freshness": "stale" if standing.get("stale") else "fresh",
+            "governance": standing.get("governance_status") or "not evaluated"}
 
 
 class Catalog:
@@ -88,6 +108,7 @@ class Catalog:
             domain = s.get(DomainRow, ds.domain)
             latest = self._version_row(s, address, ds.current_version)
             governed = s.get(ProductStatusRow, ds.product)
+            masking = declared_masking(ds.contract)
             out = {
                 "governance": {"status": governed.status, "reasons": governed.reasons, "deadline": governed.deadline,
                                "evaluated_at": governed.evaluated_at.isoformat()} if governed else None,
@@ -98,7 +119,7 @@ class Catalog:
                 "tier": product.tier,
                 "contract_version": ds.contract_version,
                 "sla": ds.contract.get("slaProperties", []),
-                "columns": [_column(c) for c in cols],
+                "columns": [_column(c, masking) for c in cols],
                 "current_version": _version(latest) if latest else None,
                 "inputs": product.inputs,
                 "quality": {
@@ -195,20 +216,34 @@ class Catalog:
         finally:
             con.close()
 
-    def search(self, text: str, *, limit: int = 50, **filters: Any) -> dict[str, Any]:
+    def search(self, text: str, *, limit: int = 50, offset: int = 0, **filters: Any) -> dict[str, Any]:
         """Ranked hits and facet counts. Each dataset is followed by its matching columns; a dataset ranks
-        by its best match, its own text or one of its columns'."""
+        by its best match, its own text or one of its columns'.
+
+        Filters are the indexed facets (domain, sector, product_kind, classification, sensitivity, has_pii) and
+        the standing of the served version (quality band, freshness, governance status)."""
         filters = {k: v for k, v in filters.items() if v is not None}
-        unknown = set(filters) - set(FACETS)
+        unknown = set(filters) - set(FACETS) - set(STANDING_FACETS)
         if unknown:
-            raise UsageError(f"unknown search filter(s) {sorted(unknown)} — fix: use {', '.join(FACETS)}")
+            raise UsageError(f"unknown search filter(s) {sorted(unknown)} — fix: use "
+                             f"{', '.join([*FACETS, *STANDING_FACETS])}")
+        for facet, allowed in STANDING_FACETS.items():
+            if facet in filters and filters[facet] not in allowed:
+                raise UsageError(f"{facet} {filters[facet]!r} is not a value of that filter — fix: one of "
+                                 f"{', '.join(allowed)}")
+        if limit < 1 or offset < 0:
+            raise UsageError(f"limit {limit}, offset {offset} — fix: a limit of at least 1 and an offset of 0 or more")
+        indexed = {k: v for k, v in filters.items() if k in FACETS}
         with self.store.session() as s:
-            raw = search(s, text, filters, limit=1000)
+            raw = search(s, text, indexed, limit=1000)
         groups: dict[str, list[Any]] = {}
         for hit in raw:
             groups.setdefault(hit.dataset, []).append(hit)
-        ordered = sorted(groups.values(), key=lambda hs: (min(h.rank for h in hs), hs[0].dataset))
         standing = self._standing(list(groups))
+        values = {address: standing_facets(standing.get(address, {})) for address in groups}
+        wanted = {k: v for k, v in filters.items() if k in STANDING_FACETS}
+        groups = {a: g for a, g in groups.items() if all(values[a][k] == v for k, v in wanted.items())}
+        ordered = sorted(groups.values(), key=lambda hs: (min(h.rank for h in hs), hs[0].dataset))
         hits: list[dict[str, Any]] = []
         for group in ordered:
             group.sort(key=lambda h: (h.kind != "dataset", h.rank))
@@ -217,7 +252,8 @@ class Catalog:
         datasets = [g for g in ordered if any(h.kind == "dataset" for h in g)]
         facets = {f: dict(Counter(str(getattr(h, f)).lower() if f == "has_pii" else getattr(h, f)
                                   for g in datasets for h in g if h.kind == "dataset")) for f in FACETS}
-        return {"query": text, "filters": filters, "hits": hits[:limit], "total": len(hits),
+        facets.update({f: dict(Counter(values[g[0].dataset][f] for g in datasets)) for f in STANDING_FACETS})
+        return {"query": text, "filters": filters, "hits": hits[offset:offset + limit], "total": len(hits),
                 "datasets": len(groups), "facets": facets}
 
     def lineage(self, target: str, *, direction: str = "up", depth: int | None = None) -> dict[str, Any]:
@@ -290,8 +326,13 @@ def _dataset_summary(ds: DatasetRow, product: ProductRow) -> dict[str, Any]:
             "tags": ds.contract.get("tags", [])}
 
 
-def _column(c: ColumnRow) -> dict[str, Any]:
-    return {"name": c.name, "logical_type": c.logical_type, "physical_type": c.physical_type,
+def _column(c: ColumnRow, declared: dict[str, Any]) -> dict[str, Any]:
+    """A column with, when it is personal, the masking a reader without an unmasking grant sees."""
+    try:
+        masking = choose(c.pii_type, declared.get(c.name)).to_dict() if c.pii_type else None
+    except ValueError as exc:  # validate reports an unknown strategy; the catalog still shows the column
+        masking = {"strategy": "unknown", "how": str(exc)}
+    return {"masking": masking, "name": c.name, "logical_type": c.logical_type, "physical_type": c.physical_type,
             "description": c.description, "required": c.required, "primary_key": c.primary_key,
             "unique": c.unique, "classification": c.classification, "sensitivity": c.sensitivity,
             "pii_type": c.pii_type, "glossary_term": c.glossary_term, "tags": c.tags}

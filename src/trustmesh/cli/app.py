@@ -456,5 +456,13 @@ def demo(
             console.print(f"governance: {s['compliant']} compliant, {s['at-risk']} at-risk, "
                           f"{s['unfit for consumption']} unfit for consumption (`trustmesh policy status`)",
                           markup=False)
+    from trustmesh.demo.access import SIGN_IN, TOKENS_FILE, demo_tokens
+
+    tokens = demo_tokens(ws)
+    if not json:
+        console.print(f"sign in at http://127.0.0.1:{port}/login with one of these tokens (kept in "
+                      f".trustmesh/{TOKENS_FILE}):", markup=False)
+        for person, what in SIGN_IN:
+            console.print(f"  {person:<10} {tokens[person]}  {what}", markup=False, highlight=False, soft_wrap=True)
     if serve_:
         _serve(ws, "127.0.0.1", port, 1)

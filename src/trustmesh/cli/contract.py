@@ -11,9 +11,7 @@ from rich.markup import escape
 
 from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
 from trustmesh.cli.render import console, print_json, table
-from trustmesh.contracts import published_contract, repo_contract
-from trustmesh.contracts.diff import ContractDiff, diff_contracts, next_major
-from trustmesh.contracts.export import export_contract
+from trustmesh.contracts import ContractComparison, compare_contracts, repo_contract
 from trustmesh.contracts.importer import import_contract
 from trustmesh.descriptors.addresses import normalise_address
 from trustmesh.errors import UsageError
@@ -42,24 +40,21 @@ def diff(
     Example: `trustmesh contract diff bts.flights-dp.flights --against 3`
     """
     ws = Workspace.open(mesh)
-    new = repo_contract(ws.root, normalise_address(address))
-    old_doc, old_label = _baseline(ws, new.address, against)
-    result = diff_contracts(old_doc, new.document, scheme=new.scheme)
-    new_label: dict[str, Any] = {"source": "repo", "file": new.file, "contract_version": result.new_version}
-    if json:
-        print_json({"address": new.address, "old": old_label, "new": new_label, **result.to_dict()})
+    address = normalise_address(address)
+    if against is None or against.strip().isdigit():
+        result = ws.contract_diff(address, int(against) if against is not None else None)
     else:
-        _render_diff(new.address, old_label, new_label, result)
-    if result.breaking:
+        result = compare_contracts(repo_contract(ws.root, address), *_from_file(address, against))
+    if json:
+        print_json(result.to_dict())
+    else:
+        _render_diff(result)
+    if result.diff.breaking:
         raise typer.Exit(1)
 
 
-def _baseline(ws: Workspace, address: str, against: str | None) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The contract to compare with, and a label saying where it came from."""
-    if against is None or against.strip().isdigit():
-        published = published_contract(ws.store, address, int(against) if against is not None else None)
-        return published.document, {"source": "catalog", "version": published.version,
-                                    "contract_version": published.contract_version}
+def _from_file(address: str, against: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An ODCS file to compare with, and a label saying where it came from."""
     path = Path(against)
     if not path.is_file():
         raise UsageError(f"--against {against!r} is neither a version number nor a file — fix: pass a published "
@@ -76,8 +71,10 @@ def _describe(label: dict[str, Any]) -> str:
     return f"{label['file']} (contract {label['contract_version'] or '?'})"
 
 
-def _render_diff(address: str, old: dict[str, Any], new: dict[str, Any], result: ContractDiff) -> None:
-    console.print(f"[bold]{escape(address)}[/]: {escape(_describe(old))} → {escape(_describe(new))}")
+def _render_diff(comparison: ContractComparison) -> None:
+    result = comparison.diff
+    console.print(f"[bold]{escape(comparison.address)}[/]: {escape(_describe(comparison.old))} → "
+                  f"{escape(_describe(comparison.new))}")
     if not result.changes:
         console.print("[green]no changes[/]")
         return
@@ -86,12 +83,9 @@ def _render_diff(address: str, old: dict[str, Any], new: dict[str, Any], result:
     breaking = sum(c.kind == "breaking" for c in result.changes)
     summary = f"{breaking} breaking, {len(result.changes) - breaking} compatible"
     console.print(f"[red]{summary}[/]" if breaking else f"[green]{summary}[/]")
-    if result.requires_major_bump():
-        wanted = next_major(result.old_version)
-        fix = f"set `version: {wanted}` in {new['file']}" if wanted else f"raise the major version in {new['file']}"
+    if comparison.fix:
         console.print(f"[red]a breaking change needs a major version bump[/]: the contract version went "
-                      f"{escape(result.old_version)} → {escape(result.new_version)} — fix: {escape(fix)}, and tell "
-                      "the consumers")
+                      f"{escape(result.old_version)} → {escape(result.new_version)} — fix: {escape(comparison.fix)}")
 
 
 @contract_app.command("export")
@@ -112,21 +106,19 @@ def export(
     """
     if version is not None and version < 1:
         raise UsageError(f"--version {version} is not a version — fix: versions start at 1")
-    ws = Workspace.open(mesh)
-    published = published_contract(ws.store, normalise_address(address), version)
-    number, files = ws.catalog.version_files(published.address, published.version)
-    doc = export_contract(published.document, address=published.address, data_files=files, version=number)
+    exported = Workspace.open(mesh).export_contract(address, version)
+    doc, files = exported.document, exported.data_files
     if output is None:
         print_json(doc) if json else sys.stdout.write(dump_yaml(doc))
         return
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(dump_yaml(doc), encoding="utf-8")
     if json:
-        print_json({"address": published.address, "version": number, "contract_version": published.contract_version,
-                    "output": str(output), "data_files": files})
+        print_json({"address": exported.address, "version": exported.version,
+                    "contract_version": exported.contract_version, "output": str(output), "data_files": files})
     else:
-        console.print(f"wrote {escape(str(output))}: {published.address} version {number} "
-                      f"(contract {escape(published.contract_version)}), {len(files)} Parquet file(s)\n"
+        console.print(f"wrote {escape(str(output))}: {exported.address} version {exported.version} "
+                      f"(contract {escape(exported.contract_version)}), {len(files)} Parquet file(s)\n"
                       f"next: [bold]datacontract test {escape(str(output))}[/]")
 
 

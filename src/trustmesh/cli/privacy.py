@@ -9,17 +9,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import duckdb
 import typer
 
-from trustmesh.access.model import CUSTODIAN_ROLES, PERSON, Principal
 from trustmesh.cli.access import AsOpt, _actor
 from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
 from trustmesh.cli.render import console, print_json, table
-from trustmesh.errors import Forbidden, UsageError
-from trustmesh.metastore import audit
-from trustmesh.privacy.kanon import DEFAULT_K, SMALLEST, k_anonymity, suggest_generalisation
-from trustmesh.privacy.scan import DEFAULT_SAMPLE, ColumnScan, parquet_relation, record_findings, scan_files
+from trustmesh.privacy.kanon import DEFAULT_K, SMALLEST
+from trustmesh.privacy.scan import DEFAULT_SAMPLE, ColumnScan
 from trustmesh.service import Workspace
 
 privacy_app = typer_app(
@@ -30,34 +26,6 @@ privacy_app = typer_app(
 
 VersionOpt = Annotated[int | None, typer.Option("--version", help="This published version (default: the one served).",
                                                 min=1, show_default=False)]
-
-
-def custodian(ws: Workspace, actor: str, address: str, domain: str, what: str) -> Principal:
-    """The acting person, when they are a custodian of the dataset's domain or a governance admin."""
-    who = ws.access.principal(actor)
-    if who.kind == PERSON and (domain in who.custodian_of() or who.has_role("governance-admin")):
-        return who
-    owners = ws.catalog.owners(domain)
-    names = sorted({p["id"] for role in CUSTODIAN_ROLES for p in owners.get(role, [])})
-    raise Forbidden(
-        f"{actor} may not {what} {address}: it reads the published data directly, so only the {domain} domain's "
-        f"custodians ({', '.join(CUSTODIAN_ROLES)}) and governance admins may — fix: ask "
-        f"{', '.join(names) or 'a governance admin'} to run it"
-        + (", or measure your own governed query with `trustmesh privacy kanon --sql 'SELECT ...'`"
-           if what == "measure the k-anonymity of" else ""))
-
-
-def _declarations(ws: Workspace, address: str, info: dict[str, Any]) -> tuple[dict[str, str | None], set[str], str | None]:
-    """piiType per column, the key columns, and the contract file: from the repo's contract (what the query
-    gateway masks by), else from the catalog when the dataset has left the repo."""
-    output = ws.mesh.datasets.get(address)
-    if output is not None and output.contract is not None:
-        cols = output.contract.columns
-        return ({c.name: c.pii_type for c in cols}, {c.name for c in cols if c.primary_key or c.unique},
-                output.contract.file)
-    cols_info = info["columns"]
-    return ({c["name"]: c["pii_type"] for c in cols_info},
-            {c["name"] for c in cols_info if c["primary_key"] or c["unique"]}, None)
 
 
 def _percent(value: float | None) -> str:
@@ -92,29 +60,11 @@ def scan(
 
     Example: `trustmesh scan health.activity-dp.participants --sample 5000 --record --as nurul`
     """
-    ws = Workspace.open(mesh)
-    actor = _actor(as_)
-    info = ws.catalog.show(address)
-    address = info["address"]
-    custodian(ws, actor, address, info["domain"], "scan")
-    if record and version is not None and version != info["version"]:
-        raise UsageError(f"--record stores findings on the served version of {address} (v{info['version']}), not "
-                         f"v{version} — fix: drop --version, or drop --record to only look at v{version}")
-    number, files = ws.catalog.version_files(address, version)
-    declared, keys, contract_file = _declarations(ws, address, info)
-    report = scan_files(files, declared=declared, keys=keys, sample=sample)
-    recorded = None
-    undeclared = report.undeclared
-    with ws.store.session() as session:  # the findings and the record of who looked: one transaction
-        if record:
-            recorded = len(record_findings(session, address, number, report, contract_file=contract_file,
-                                           now=ws.clock()))
-        audit.append(session, "privacy.scan", actor, address, {
-            "version": number, "sampled": report.sampled, "undeclared": [c.column for c in undeclared],
-            "recorded": recorded}, at=ws.clock())
+    result = Workspace.open(mesh).privacy.scan(_actor(as_), address, sample=sample, version=version, record=record)
+    report, undeclared, recorded = result.report, result.report.undeclared, result.recorded
+    address, number, contract_file = result.dataset, result.version, result.contract
     if json:
-        print_json({"dataset": address, "version": number, "served_version": info["version"],
-                    "contract": contract_file, **report.to_dict(), "recorded": recorded, "ok": not undeclared})
+        print_json(result.to_dict())
     else:
         shown = [c for c in report.columns if c.declared or (c.rate or 0) >= 0.1]
         console.print(table(
@@ -176,47 +126,14 @@ def kanon(
     `trustmesh privacy kanon transport-tc.active-commuting-dp.active_commuting --quasi
     journeys_band,main_mode,activity_band --weight people --as ravi`
     """
-    if (address is None) == (sql is None):
-        raise UsageError("name a dataset or give --sql — fix: e.g. `trustmesh privacy kanon ADDRESS --quasi ...` "
-                         "or `trustmesh privacy kanon --sql 'SELECT ...' --quasi ...`")
-    if sql is not None and version is not None:
-        raise UsageError("--version is for a dataset — fix: with --sql, name a past version in the SQL: "
-                         "`FROM dataset AT (VERSION => N)`")
     columns = [q.strip() for q in quasi.split(",") if q.strip()]
-    ws = Workspace.open(mesh)
-    actor = _actor(as_)
-    con = duckdb.connect(":memory:")
-    try:
-        source: dict[str, Any]
-        if address is not None:
-            info = ws.catalog.show(address)
-            address = info["address"]
-            custodian(ws, actor, address, info["domain"], "measure the k-anonymity of")
-            number, files = ws.catalog.version_files(address, version)
-            relation = parquet_relation(files)
-            source = {"dataset": address, "version": number}
-            with ws.store.session() as session:
-                audit.append(session, "privacy.kanon", actor, address, {"version": number, "quasi": columns, "k": k},
-                             at=ws.clock())
-            label = f"{address} v{number}"
-        else:
-            assert sql is not None
-            result = ws.query(actor, sql, limit=ws.gateway.limits.max_rows)
-            con.register("__tm_result", result.table)
-            relation = "SELECT * FROM __tm_result"
-            source = {"sql": sql, "query_id": result.query_id, "datasets": result.datasets,
-                      "masked": list(result.masked), "truncated": result.truncated}
-            label = f"query {result.query_id}"
-        report = k_anonymity(con, relation, columns, k, smallest=smallest, weight=weight)
-        suggestion = ({} if weight else
-                      suggest_generalisation(con, relation, columns, k, max_suppression=max_suppression))
-    finally:
-        con.close()
+    result = Workspace.open(mesh).privacy.kanon(_actor(as_), columns, dataset=address, sql=sql, k=k, version=version,
+                                                max_suppression=max_suppression, smallest=smallest, weight=weight)
     if json:
-        print_json({"source": source, **report, "suggestion": suggestion})
+        print_json(result.to_dict())
     else:
-        _print_kanon(label, source, report, suggestion)
-    if not report["satisfied"]:
+        _print_kanon(result.label, result.source, result.report, result.suggestion)
+    if not result.report["satisfied"]:
         raise typer.Exit(1)
 
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from trustmesh.contracts.diff import Change, ContractDiff, Scheme, diff_contracts, is_major_bump
+from trustmesh.contracts.diff import Change, ContractDiff, Scheme, diff_contracts, is_major_bump, next_major
 from trustmesh.contracts.export import export_contract
 from trustmesh.contracts.importer import import_contract
 from trustmesh.descriptors import load_mesh
@@ -21,11 +21,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Change",
+    "ContractComparison",
     "ContractDiff",
+    "ExportedContract",
     "PublishedContract",
     "RepoContract",
     "Scheme",
+    "compare_contracts",
     "diff_contracts",
+    "diff_with_published",
     "export_contract",
     "import_contract",
     "is_major_bump",
@@ -111,3 +115,51 @@ def published_contract(store: Metastore, address: str, version: int | None = Non
             f"version {', '.join(map(str, same))}) — fix: compare with that contract's file instead, e.g. "
             f"`git show <commit>:<path to the contract> > old.odcs.yaml` then `--against old.odcs.yaml`")
     return PublishedContract(address, number, registered, document)
+
+
+@dataclass(frozen=True)
+class ExportedContract:
+    """A published version's contract as standalone ODCS, with the data files its `servers` entry points at."""
+
+    address: str
+    version: int
+    contract_version: str
+    data_files: list[str]
+    document: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ContractComparison:
+    """The repo's contract of a dataset next to an earlier one: where each came from, and what changed."""
+
+    address: str
+    old: dict[str, Any]  # {"source": "catalog", "version", "contract_version"} or {"source": "file", "file", ...}
+    new: dict[str, Any]  # {"source": "repo", "file", "contract_version"}
+    diff: ContractDiff
+
+    @property
+    def fix(self) -> str | None:
+        """What to do when a breaking change ships without a major version bump; None when nothing is needed."""
+        if not self.diff.requires_major_bump():
+            return None
+        wanted = next_major(self.diff.old_version)
+        bump = f"set `version: {wanted}` in {self.new['file']}" if wanted else f"raise the major version in {self.new['file']}"
+        return f"{bump}, and tell the consumers"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"address": self.address, "old": self.old, "new": self.new, **self.diff.to_dict()}
+
+
+def compare_contracts(new: RepoContract, old_document: dict[str, Any], old: dict[str, Any]) -> ContractComparison:
+    """Diff the repo's contract against `old_document`, labelled by where it came from (`old`)."""
+    result = diff_contracts(old_document, new.document, scheme=new.scheme)
+    label = {"source": "repo", "file": new.file, "contract_version": result.new_version}
+    return ContractComparison(new.address, old, label, result)
+
+
+def diff_with_published(root: Path, store: Metastore, address: str, version: int | None = None) -> ContractComparison:
+    """What the repo's contract changes against the one registered for version `version` (default: the served one)."""
+    new = repo_contract(root, address)
+    published = published_contract(store, new.address, version)
+    return compare_contracts(new, published.document, {"source": "catalog", "version": published.version,
+                                                       "contract_version": published.contract_version})

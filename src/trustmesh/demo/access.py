@@ -57,3 +57,39 @@ def seed_access(ws: Any) -> bool:
     pending = dict(PENDING_REQUEST)
     ws.access.request(pending.pop("actor"), pending.pop("address"), **pending)
     return True
+
+
+# who to sign in as in the demo's web UI, and what each of them shows
+SIGN_IN = (
+    ("irfan", "consumer: NRIC masked in his query of health participants"),
+    ("jiahui", "consumer: her request for commuter data waits for two approvals"),
+    ("amirah", "commuter data domain steward: level 1 of jiahui's request"),
+    ("alvin", "commuter data owner: level 2 (it unmasks NRIC)"),
+    ("huimin", "consumer with an unmasked grant"),
+    ("ravi", "transport Trusted Centre: sector policies"),
+    ("gdo-admin", "governance admin"),
+    ("priya", "auditor: the audit trail and its chain"),
+)
+TOKENS_FILE = "demo-tokens.json"
+
+
+def demo_tokens(ws: Any, days: int = 30) -> dict[str, str]:
+    """An API token for each demo person to sign in with, kept in `.trustmesh/demo-tokens.json` (mode 0600) and
+    reused while every one of them still works; issued anew (and audited) otherwise."""
+    import json
+
+    from trustmesh.errors import Unauthenticated
+
+    path = ws.root / ".trustmesh" / TOKENS_FILE
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        for person, _ in SIGN_IN:
+            ws.tokens.authenticate(f"Bearer {kept[person]}")
+        return {person: kept[person] for person, _ in SIGN_IN}
+    except (OSError, ValueError, KeyError, TypeError, Unauthenticated):
+        pass
+    tokens = {person: ws.tokens.issue(person, person, name="demo sign-in", days=days)[0] for person, _ in SIGN_IN}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(json.dumps(tokens, indent=2) + "\n", encoding="utf-8")
+    return tokens

@@ -46,6 +46,10 @@ class Scope(BaseModel):
                 return False
         return True
 
+    def describe(self) -> str:
+        """The scope in one line: `sectors=health, exempt=health.activity-dp`, or `all` when it is empty."""
+        return ", ".join(f"{k}={','.join(v)}" for k, v in self.model_dump().items() if v) or "all"
+
 
 class Policy(BaseModel):
     """One policy file: a rule applied, with parameters, to a scope, at a severity, from a date."""

@@ -1,9 +1,9 @@
 """The compliance report for the governance office and Trusted Centres, from the stored statuses.
 
 `compliance_report` reads what the last runs recorded (`trustmesh policy apply`, builds) — it evaluates
-nothing — for the whole mesh, one sector or one domain: totals by status, compliance by domain and by
-policy, the trend over the stored runs, the worst offenders, the unfit products with their reasons and
-the at-risk ones with their deadlines. A product of the mesh without a stored status counts as
+nothing — for the whole mesh, one sector or one domain: totals by status, compliance by sector, by domain
+and by policy, the trend over the stored runs and the products whose status changed, the worst offenders,
+the unfit products with their reasons and findings and the at-risk ones with their deadlines. A product of the mesh without a stored status counts as
 `not evaluated`. `render_markdown` writes it as Markdown tables; `render_html` as one self-contained page
 (inline styles, no scripts, no external resources) that survives being emailed.
 """
@@ -29,6 +29,7 @@ COMPLIANT, AT_RISK, UNFIT = STATUSES
 NOT_EVALUATED = "not evaluated"
 COLUMNS = (*STATUSES, NOT_EVALUATED)  # every count a report gives, in this order
 RUNS = 30  # the trend covers the last RUNS stored runs
+CHANGES = 50  # the newest status changes listed
 OFFENDERS = 20  # the worst offenders listed
 SHOWN = 200  # rows of a long list the Markdown and HTML renderings show (the JSON has them all)
 REASONS_SHOWN = 5  # reasons shown per product
@@ -42,6 +43,14 @@ class DomainLine(TypedDict):
     products: int
     counts: dict[str, int]  # status (and "not evaluated") → products
     share_compliant: float | None  # compliant / products; None without products
+
+
+class SectorLine(TypedDict):
+    sector: str
+    domains: int
+    products: int
+    counts: dict[str, int]  # status (and "not evaluated") → products of the sector's domains
+    share_compliant: float | None
 
 
 class PolicyLine(TypedDict):
@@ -70,6 +79,16 @@ class RunLine(TypedDict):
     share_compliant: float | None
 
 
+class ChangeLine(TypedDict):
+    product: str
+    domain: str
+    run: int
+    at: str
+    before: str  # the status of the product's evaluation before this one
+    after: str
+    failing: list[str]  # the policies failed at this evaluation
+
+
 class Offender(TypedDict):
     product: str
     domain: str
@@ -85,6 +104,7 @@ class UnfitLine(TypedDict):
     product: str
     domain: str
     reasons: list[str]
+    findings: list[dict[str, Any]]  # as `Finding.to_dict`: policy, severity, message, fix, binding, deadline
     evaluated_at: str
 
 
@@ -94,6 +114,7 @@ class AtRiskLine(TypedDict):
     deadline: str | None
     days_left: int | None
     reasons: list[str]
+    findings: list[dict[str, Any]]
 
 
 class ComplianceReport(TypedDict):
@@ -107,9 +128,11 @@ class ComplianceReport(TypedDict):
     evaluated: int
     totals: dict[str, int]
     share_compliant: float | None
+    by_sector: list[SectorLine]
     by_domain: list[DomainLine]
     by_policy: list[PolicyLine]
     trend: list[RunLine]
+    changes: list[ChangeLine]  # newest first, at most CHANGES
     worst_offenders: list[Offender]
     unfit: list[UnfitLine]
     at_risk: list[AtRiskLine]
@@ -160,24 +183,26 @@ def compliance_report(mesh: Mesh, governance: Governance, *, sector: str | None 
                                       policies=sorted({str(f.get("policy")) for f in found})))
         reasons = [str(r) for r in row.get("reasons") or []]
         if status == UNFIT:
-            unfit.append(UnfitLine(product=address, domain=product.domain, reasons=reasons,
+            unfit.append(UnfitLine(product=address, domain=product.domain, reasons=reasons, findings=found,
                                    evaluated_at=evaluated_at))
         elif status == AT_RISK:
             deadline = row.get("deadline")
             at_risk.append(AtRiskLine(product=address, domain=product.domain,
                                       deadline=str(deadline) if deadline else None,
-                                      days_left=_days_left(deadline, now), reasons=reasons))
+                                      days_left=_days_left(deadline, now), reasons=reasons, findings=found))
     offenders.sort(key=lambda o: (-o["errors"], -o["findings"], o["product"]))
     at_risk.sort(key=lambda r: (r["deadline"] or "9999", r["product"]))
     evaluated = len(chosen) - totals[NOT_EVALUATED]
     all_domains = len(domains) == len(mesh.domains)
+    domain_lines = [_domain_line(mesh, name, counts) for name, counts in sorted(by_domain.items())]
     return ComplianceReport(
         title=_title(mesh, sector, domain), mesh=mesh.config.name, sector=sector, domain=domain,
         generated_at=now.isoformat(), last_evaluated_at=last_evaluated, products=len(chosen), evaluated=evaluated,
         totals=totals, share_compliant=_share(totals[COMPLIANT], len(chosen)),
-        by_domain=[_domain_line(mesh, name, counts) for name, counts in sorted(by_domain.items())],
+        by_sector=_sector_lines(domain_lines), by_domain=domain_lines,
         by_policy=_by_policy(mesh, governance, [p for _, p in chosen], now, failing, binding, findings, first),
         trend=_trend(governance, None if all_domains else sorted(domains)),
+        changes=_changes(governance, None if all_domains else sorted(domains)),
         worst_offenders=offenders[:OFFENDERS], unfit=unfit, at_risk=at_risk,
         stale=sorted(a for a in stored if a not in mesh.products and (all_domains or a.split(".", 1)[0] in domains)))
 
@@ -230,6 +255,21 @@ def _domain_line(mesh: Mesh, name: str, counts: Counter[str]) -> DomainLine:
     full.update(counts)
     return DomainLine(domain=name, sector=spec.sector, kind=spec.kind, products=total, counts=full,
                       share_compliant=_share(full[COMPLIANT], total))
+
+
+def _sector_lines(domains: list[DomainLine]) -> list[SectorLine]:
+    """The domain lines added up per sector."""
+    sectors: dict[str, SectorLine] = {}
+    for line in domains:
+        sector = sectors.setdefault(line["sector"], SectorLine(sector=line["sector"], domains=0, products=0,
+                                                               counts=_counts(), share_compliant=None))
+        sector["domains"] += 1
+        sector["products"] += line["products"]
+        for status, n in line["counts"].items():
+            sector["counts"][status] = sector["counts"].get(status, 0) + n
+    for sector in sectors.values():
+        sector["share_compliant"] = _share(sector["counts"][COMPLIANT], sector["products"])
+    return sorted(sectors.values(), key=lambda s: s["sector"])
 
 
 def _by_policy(mesh: Mesh, governance: Governance, products: list[Product], now: datetime,
@@ -300,6 +340,26 @@ def _trend(governance: Governance, domains: list[str] | None, runs: int = RUNS) 
         return out
 
 
+def _changes(governance: Governance, domains: list[str] | None, limit: int = CHANGES) -> list[ChangeLine]:
+    """The newest evaluations that changed a product's status (of the given domains' products), newest first.
+
+    One query: each history row next to the product's row before it (LAG), kept where the status differs."""
+    history = StatusHistoryRow
+    before = func.lag(history.status).over(partition_by=history.product, order_by=history.id).label("before")
+    rows = select(history.id, history.product, history.run_id, history.status, history.failing,
+                  history.evaluated_at, before)
+    if domains is not None:
+        rows = rows.where(or_(*(history.product.like(_like_prefix(d), escape="\\") for d in domains)))
+    lagged = rows.subquery()
+    query = (select(lagged).where(lagged.c.before.is_not(None), lagged.c.before != lagged.c.status)
+             .order_by(lagged.c.id.desc()).limit(limit))
+    with governance.store.session() as session:
+        return [ChangeLine(product=r.product, domain=r.product.split(".", 1)[0], run=r.run_id,
+                           at=r.evaluated_at.isoformat(), before=r.before, after=r.status,
+                           failing=[str(p) for p in r.failing or []])
+                for r in session.execute(query)]
+
+
 # -- Markdown -----------------------------------------------------------------------------------------------
 
 def _pct(share: float | None) -> str:
@@ -329,6 +389,8 @@ class Section(NamedTuple):
 def _sections(data: ComplianceReport) -> list[Section]:
     summary = [[status, str(data["totals"].get(status, 0)),
                 _pct(_share(data["totals"].get(status, 0), data["products"]))] for status in COLUMNS]
+    sectors = [[x["sector"], str(x["domains"]), str(x["products"]), *(str(x["counts"].get(s, 0)) for s in COLUMNS),
+                _pct(x["share_compliant"])] for x in data["by_sector"]]
     domains = [[d["domain"], d["sector"], d["kind"], str(d["products"]),
                 *(str(d["counts"].get(s, 0)) for s in COLUMNS), _pct(d["share_compliant"])]
                for d in data["by_domain"]]
@@ -339,6 +401,8 @@ def _sections(data: ComplianceReport) -> list[Section]:
                  _pct(p["share_compliant"])] for p in data["by_policy"]]
     trend = [[str(r["run"]), r["at"][:16].replace("T", " "), r["trigger"], str(r["products"]),
               *(str(r["counts"].get(s, 0)) for s in STATUSES), _pct(r["share_compliant"])] for r in data["trend"]]
+    changes = [[c["product"], str(c["run"]), c["at"][:16].replace("T", " "), c["before"], c["after"],
+                ", ".join(c["failing"])] for c in data["changes"]]
     offenders = [[o["product"], o["status"], str(o["errors"]), str(o["warnings"]), str(o["info"]), str(o["findings"]),
                   ", ".join(o["policies"])] for o in data["worst_offenders"]]
     unfit = [[u["product"], _reasons(u["reasons"])] for u in data["unfit"]]
@@ -347,6 +411,8 @@ def _sections(data: ComplianceReport) -> list[Section]:
     return [
         Section("summary", "Products by status", "Products by governance status; the share is of all products "
                 "covered.", ["status", "products", "share"], summary, 0),
+        Section("sectors", "Compliance by sector", "Per sector: the products of its domains by status, and the share "
+                "compliant.", ["sector", "domains", "products", *COLUMNS, "compliant share"], sectors, 0),
         Section("domains", "Compliance by domain", "Per domain: its products by status, and the share compliant "
                 "(of all its products, evaluated or not).",
                 ["domain", "sector", "kind", "products", *COLUMNS, "compliant share"], domains, 0),
@@ -357,6 +423,8 @@ def _sections(data: ComplianceReport) -> list[Section]:
         Section("trend", f"Trend over the last {len(data['trend'])} run(s)", "Per stored run, oldest first: the "
                 "products it evaluated, by status.",
                 ["run", "at (UTC)", "trigger", "products", *STATUSES, "compliant share"], trend, 0),
+        Section("changes", "Status changes", f"The {CHANGES} newest evaluations that changed a product's status, "
+                "newest first.", ["product", "run", "at (UTC)", "from", "to", "policies failing"], changes, 0),
         Section("offenders", "Worst offenders", f"The {OFFENDERS} products with the most error findings, then the "
                 "most findings.", ["product", "status", "errors", "warnings", "info", "findings", "policies failed"],
                 offenders, 0),
@@ -373,6 +441,7 @@ def _empty(anchor: str) -> str:
     return {"trend": "No run has been recorded yet.", "offenders": "No product has findings.",
             "unfit": "No product is unfit for consumption.", "at-risk": "No product is at risk.",
             "policies": "No policy applies and no stored finding names one.",
+            "changes": "No product has changed status.", "sectors": "No sector is covered.",
             "domains": "No domain is covered."}.get(anchor, "Nothing to show.")
 
 
@@ -419,7 +488,7 @@ def render_markdown(data: ComplianceReport) -> str:
     return "\n".join(out) + "\n"
 
 
-NUMERIC = {"products", "share", "in scope", "failing", "findings", "compliant share", "errors", "warnings", "info",
+NUMERIC = {"products", "domains", "share", "in scope", "failing", "findings", "compliant share", "errors", "warnings", "info",
            "days left", "run", *COLUMNS}
 
 

@@ -8,11 +8,12 @@ from typing import Any
 
 from sqlalchemy import select
 
-from trustmesh.access.model import Directory
+from trustmesh.access.model import PERSON, Directory
 from trustmesh.access.workflow import AccessService
 from trustmesh.contracts.compat import breaking_change_problems
 from trustmesh.descriptors import Mesh
-from trustmesh.errors import InvalidMesh, Problem
+from trustmesh.descriptors.addresses import normalise_product_address
+from trustmesh.errors import Forbidden, InvalidMesh, NotFound, Problem
 from trustmesh.governance.context import RuleContext, load_state
 from trustmesh.governance.evaluate import changes, evaluate, summary
 from trustmesh.governance.loader import load_policies
@@ -20,6 +21,7 @@ from trustmesh.governance.model import Policy, ProductStatus
 from trustmesh.metastore import Metastore, audit
 from trustmesh.metastore.schema import PolicyRow, PolicyRunRow, ProductStatusRow, StatusHistoryRow
 
+APPLY_ROLES = ("data-owner", "data-domain-steward")  # of a domain that owns policy files: who may apply them
 
 class Governance:
     """Policies of one mesh over its metastore; `files(address, snapshot_id)` plans a version's data files."""
@@ -55,6 +57,36 @@ class Governance:
         if any(p.severity == "error" for p in problems):
             raise InvalidMesh(problems, "the policies are not valid")
         return evaluate(self.context(mesh), policies, products), problems
+
+    def apply(self, mesh: Mesh, actor: str) -> dict[str, Any]:
+        """Re-evaluate every product under the policies as they are now, store the statuses, audit what changed.
+
+        Returns `record`'s report with every status and the policy problems. Who may: see `check_applier`.
+        """
+        policies, _ = self.policies(mesh)
+        self.check_applier(actor, policies)
+        statuses, problems = self.evaluate(mesh)
+        report = self.record(mesh, statuses, "apply", actor, policies)
+        return {**report, "statuses": {a: s.to_dict() for a, s in statuses.items()},
+                "problems": [p.to_dict() for p in problems]}
+
+    def check_applier(self, actor: str, policies: list[Policy]) -> None:
+        """Applying records the policies as applied by `actor`: a governance admin, or a data owner or steward of a
+        domain that owns policy files (a Trusted Centre's sector policies, a domain's own).
+
+        An actor who is no principal of the mesh is the local operator (the CLI without --as, a build), who acts
+        with the repo's authority; a server caller is always a principal, so the rule always holds there.
+        """
+        who = self.access.directory().principals.get(actor)
+        if who is None:
+            return
+        owners = sorted({p.owner for p in policies if p.owner})
+        if who.kind == PERSON and (who.has_role("governance-admin")
+                                   or any(who.has_role(r, d) for r in APPLY_ROLES for d in owners)):
+            return
+        raise Forbidden(f"{actor} may not apply the mesh's policies: that takes a governance admin, or a data owner "
+                        f"or data domain steward of a domain with policies ({', '.join(owners) or 'none'}) — fix: ask "
+                        "one of them to apply, e.g. `trustmesh policy apply --as PERSON`")
 
     def record(self, mesh: Mesh, statuses: dict[str, ProductStatus], trigger: str, actor: str,
                policies: list[Policy]) -> dict[str, Any]:
@@ -109,12 +141,28 @@ class Governance:
             changed.append(gone.id)
         return changed
 
-    def statuses(self) -> dict[str, dict[str, Any]]:
-        """Every product's stored status (from the last apply, build or check that recorded it)."""
+    def statuses(self, *, status: str | None = None, domain: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every product's stored status (from the last apply, build or check that recorded it), by address;
+        `status` and `domain` keep only the products with that status, or of that domain."""
+        query = select(ProductStatusRow).order_by(ProductStatusRow.product)
+        if status:
+            query = query.where(ProductStatusRow.status == status)
+        if domain:
+            query = query.where(ProductStatusRow.product.startswith(domain + ".", autoescape=True))
         with self.store.session() as session:
-            return {row.product: {"status": row.status, "reasons": row.reasons, "deadline": row.deadline,
-                                  "findings": row.findings, "evaluated_at": row.evaluated_at.isoformat()}
-                    for row in session.scalars(select(ProductStatusRow))}
+            return {row.product: _stored(row) for row in session.scalars(query)}
+
+    def product_status(self, product: str) -> dict[str, Any]:
+        """One product's stored status with its history (every evaluation, oldest first)."""
+        address = normalise_product_address(product)
+        with self.store.session() as session:
+            row = session.get(ProductStatusRow, address)
+            if row is None:
+                raise NotFound(f"no governance status for {address} yet — fix: check the address (`trustmesh policy "
+                               "status` lists every product's), or apply the policies (`trustmesh policy apply`, "
+                               "POST /api/v1/governance/apply) to evaluate every product")
+            stored = {"product": address, **_stored(row)}
+        return {**stored, "history": self.history(address)}
 
     def history(self, product: str) -> list[dict[str, Any]]:
         with self.store.session() as session:
@@ -126,3 +174,8 @@ class Governance:
     def applied_policies(self) -> dict[str, dict[str, Any]]:
         with self.store.session() as session:
             return {r.id: {"version": r.version, "content": r.content} for r in session.scalars(select(PolicyRow))}
+
+
+def _stored(row: ProductStatusRow) -> dict[str, Any]:
+    return {"status": row.status, "reasons": row.reasons, "deadline": row.deadline, "findings": row.findings,
+            "evaluated_at": row.evaluated_at.isoformat()}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from trustmesh.metastore.schema import AuditHeadRow, AuditRow, utcnow
@@ -86,9 +86,28 @@ def to_dict(row: AuditRow) -> dict[str, Any]:
 
 
 def entries(session: Session, *, actor: str | None = None, subject: str | None = None, type: str | None = None,
-            since: datetime | None = None, limit: int | None = None, newest_first: bool = False) -> list[AuditRow]:
-    """Entries matching every filter given; `subject` also matches anything under it (`bts.` → bts's datasets)."""
-    query = select(AuditRow)
+            since: datetime | None = None, before: int | None = None, limit: int | None = None,
+            newest_first: bool = False) -> list[AuditRow]:
+    """Entries matching every filter given; `subject` also matches anything under it (`bts.` → bts's datasets);
+    `before` keeps entries with a smaller sequence number (the next page of a newest-first listing)."""
+    query = _matching(select(AuditRow), actor, subject, type, since)
+    if before is not None:
+        query = query.where(AuditRow.seq < before)
+    query = query.order_by(AuditRow.seq.desc() if newest_first else AuditRow.seq)
+    if limit:
+        query = query.limit(limit)
+    return list(session.scalars(query))
+
+
+def count(session: Session, *, actor: str | None = None, subject: str | None = None, type: str | None = None,
+          since: datetime | None = None) -> int:
+    """How many entries match the filters (as `entries` reads them), counted by the database."""
+    query = _matching(select(func.count()).select_from(AuditRow), actor, subject, type, since)
+    return int(session.scalar(query) or 0)
+
+
+def _matching(query: Select[Any], actor: str | None, subject: str | None, type: str | None,
+              since: datetime | None) -> Select[Any]:
     if actor:
         query = query.where(AuditRow.actor == actor)
     if subject:
@@ -97,10 +116,7 @@ def entries(session: Session, *, actor: str | None = None, subject: str | None =
         query = query.where(AuditRow.type.startswith(type, autoescape=True))
     if since:
         query = query.where(AuditRow.at >= since)
-    query = query.order_by(AuditRow.seq.desc() if newest_first else AuditRow.seq)
-    if limit:
-        query = query.limit(limit)
-    return list(session.scalars(query))
+    return query
 
 
 @dataclass

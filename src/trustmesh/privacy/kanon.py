@@ -97,6 +97,11 @@ def k_anonymity(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequen
     class's size is the people it covers.
     """
     types = _check(con, relation_sql, [*quasi, weight] if weight else quasi, k)
+    if isinstance(smallest, bool) or not isinstance(smallest, int) or smallest < 0:
+        raise UsageError(f"smallest {smallest!r} — fix: how many of the smallest classes to show, 0 or more")
+    if weight and not _NUMBER.fullmatch(types[weight].upper()):
+        raise UsageError(f"weight column {weight} is {types[weight]}, not a number — fix: name the column counting "
+                         "the people each row stands for (e.g. people)")
     cols = ", ".join(quote(q) for q in quasi)
     shown = ", ".join(f"CAST({quote(q)} AS VARCHAR)" if "TIME ZONE" in types[q].upper() else quote(q) for q in quasi)
     size = f"sum({quote(weight)})" if weight else "count(*)"

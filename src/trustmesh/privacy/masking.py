@@ -55,6 +55,16 @@ class Masking:
         return {"strategy": self.strategy, "how": self.describe()}
 
 
+def declared_masking(contract: dict[str, Any] | None) -> dict[str, Any]:
+    """Each column's `masking` custom property in an ODCS contract (column name → strategy or settings)."""
+    declared: dict[str, Any] = {}
+    for col in ((contract or {}).get("schema") or [{}])[0].get("properties") or []:
+        for prop in col.get("customProperties") or []:
+            if prop.get("property") == "masking":
+                declared[col.get("name")] = prop.get("value")
+    return declared
+
+
 def choose(pii_type: str | None, declared: Any = None) -> Masking:
     """The masking of a personal column: the contract's `masking` custom property, else by PII type.
 

@@ -82,6 +82,12 @@ class CompiledQuality:
             out += [f"-- business rule {rule.id}", sql + ";"]
         return "\n".join(out)
 
+    def to_dict(self) -> dict[str, Any]:
+        """What runs, as data: the whole text, the scan and its columns, and what each rule is answered by."""
+        return {"sql": self.show(), "scan_sql": self.scan_sql, "metrics": self.columns, "rules": self.aliases,
+                "business_rules": [{"rule": rule.id, "sql": sql} for rule, sql in self.sql_rules],
+                "type_rules": [rule.id for rule in self.type_rules], "problems": [p.to_dict() for p in self.problems]}
+
 
 def compile_quality(rules: list[QualityRule], relation: str, q: Quote, *, dataset: str = "",
                     address: str = "") -> CompiledQuality:

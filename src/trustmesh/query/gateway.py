@@ -32,7 +32,7 @@ from trustmesh.errors import NotFound, TrustmeshError
 from trustmesh.metastore import audit
 from trustmesh.metastore.schema import ProductStatusRow
 from trustmesh.privacy.keys import KeyStore
-from trustmesh.privacy.masking import Masking, choose, expression, register_keyed_functions
+from trustmesh.privacy.masking import Masking, choose, declared_masking, expression, register_keyed_functions
 from trustmesh.query.guard import (
     INTERNAL_PREFIX,
     PERSON_COLUMN,
@@ -240,12 +240,8 @@ class Gateway:
         """Which columns are masked (and how) or withheld, and the contract's row filter for outside readers."""
         output = directory.mesh.datasets.get(ds.address)
         contract = output.contract if output else None
-        declared: dict[str, Any] = {}
+        declared = declared_masking(contract.document if contract else None)
         if contract:
-            for col in contract.document.get("schema", [{}])[0].get("properties", []):
-                for prop in col.get("customProperties") or []:
-                    if prop.get("property") == "masking":
-                        declared[col.get("name")] = prop.get("value")
             properties = contract.document.get("schema", [{}])[0].get("customProperties") or []
             filters = [p.get("value") for p in properties if p.get("property") == "rowFilter"]
             if filters and ds.domain not in principal.member_of():

@@ -7,23 +7,32 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from trustmesh.access.trail import parse_since
-from trustmesh.web.api import ERRORS, Error
+from trustmesh.web.api import ERRORS, problem
 from trustmesh.web.auth import Caller, WorkspaceDep
+from trustmesh.web.paging import PAGED, PageLinks, Pager, page_links, pages
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     **ERRORS,
-    403: {"model": Error, "description": "The caller may not do this (e.g. decide another domain's request)"},
-    409: {"model": Error, "description": "The request or grant changed state first (decided, withdrawn, expired)"},
-    500: {"model": Error, "description": "An access policy could not be evaluated (nothing is allowed)"},
+    403: problem("The caller may not do this (e.g. decide another domain's request)"),
+    409: problem("The request or grant changed state first (decided, withdrawn, expired)"),
+    500: problem("An access policy could not be evaluated (nothing is allowed)"),
 }
 router = APIRouter(prefix="/api/v1", tags=["access"], responses=AUTH_ERRORS)
 RequestId = Annotated[str, Path(description="The request id, `req-7` (or `7`).", examples=["req-1"])]
 GrantId = Annotated[str, Path(description="The grant id, `grant-3` (or `3`).", examples=["grant-1"])]
+# One window over both lists of a view, newest first; X-Total-Count is the longer list's length.
+OverviewPage = Annotated[Pager, Depends(pages(200, 1000))]
+AUDIT_MAX = 10_000
+
+
+def _paged(page: Pager, overview: dict[str, Any]) -> dict[str, Any]:
+    overview["requests"], overview["grants"] = page.window(overview["requests"], overview["grants"])
+    return overview
 
 
 class Model(BaseModel):
@@ -175,26 +184,26 @@ def create_request(body: NewRequest, caller: Caller, ws: WorkspaceDep) -> dict[s
                              rows=body.rows)
 
 
-@router.get("/access/requests", response_model=Overview)
-def list_requests(caller: Caller, ws: WorkspaceDep,
+@router.get("/access/requests", response_model=Overview, responses=PAGED)
+def list_requests(caller: Caller, ws: WorkspaceDep, page: OverviewPage,
                   view: Annotated[Literal["inbox", "mine", "all"], Query(
                       description="inbox: waiting for my decision; mine: my requests and grants; all: everything "
                                   "(governance admins, auditors).")] = "mine",
                   state: Annotated[str | None, Query(description="Only this state.")] = None) -> dict[str, Any]:
-    """Requests and grants, as one of three views."""
-    return ws.access.overview(caller.id, view, state)
+    """Requests and grants, newest first, as one of three views; `limit` and `offset` window both lists."""
+    return _paged(page, ws.access.overview(caller.id, view, state))
 
 
-@router.get("/access/inbox", response_model=Overview)
-def inbox(caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
-    """Requests waiting for the caller's decision."""
-    return ws.access.overview(caller.id, "inbox")
+@router.get("/access/inbox", response_model=Overview, responses=PAGED)
+def inbox(caller: Caller, ws: WorkspaceDep, page: OverviewPage) -> dict[str, Any]:
+    """Requests waiting for the caller's decision, newest first."""
+    return _paged(page, ws.access.overview(caller.id, "inbox"))
 
 
-@router.get("/access/mine", response_model=Overview)
-def mine(caller: Caller, ws: WorkspaceDep) -> dict[str, Any]:
-    """The caller's requests and grants (and their products')."""
-    return ws.access.overview(caller.id, "mine")
+@router.get("/access/mine", response_model=Overview, responses=PAGED)
+def mine(caller: Caller, ws: WorkspaceDep, page: OverviewPage) -> dict[str, Any]:
+    """The caller's requests and grants (and their products'), newest first."""
+    return _paged(page, ws.access.overview(caller.id, "mine"))
 
 
 @router.get("/access/requests/{request_id}", response_model=AccessRequest)
@@ -234,15 +243,22 @@ def explain(caller: Caller, ws: WorkspaceDep,
     return ws.access.explain(principal, dataset, column, actor=caller.id).to_dict()
 
 
-@router.get("/audit", response_model=list[AuditEntry], tags=["audit"])
-def audit_log(caller: Caller, ws: WorkspaceDep,
+@router.get("/audit", response_model=list[AuditEntry], tags=["audit"], responses=PAGED)
+def audit_log(caller: Caller, ws: WorkspaceDep, links: Annotated[PageLinks, Depends(page_links)],
               actor: Annotated[str | None, Query(description="Only entries by this actor.")] = None,
               subject: Annotated[str | None, Query(description="Only this subject and what is under it.")] = None,
               type: Annotated[str | None, Query(description="An event type or a prefix, e.g. `access.`.")] = None,
               since: Annotated[str | None, Query(description="7d, 12h, 30m or an ISO date.")] = None,
-              limit: Annotated[int, Query(ge=1, le=10000)] = 200) -> list[dict[str, Any]]:
-    """Audit entries, newest first (auditors and governance admins)."""
-    return ws.audit.log(caller.id, by=actor, subject=subject, type=type, since=parse_since(since), limit=limit)
+              before: Annotated[int | None, Query(ge=1, description="Only entries older than this sequence number: "
+                                                                     "the cursor of `Link: rel=\"next\"`.")] = None,
+              limit: Annotated[int, Query(ge=1, le=AUDIT_MAX)] = 200) -> list[dict[str, Any]]:
+    """Audit entries, newest first (auditors and governance admins); `X-Total-Count` counts every page."""
+    at = parse_since(since, "since")
+    entries = ws.audit.log(caller.id, by=actor, subject=subject, type=type, since=at, before=before, limit=limit + 1)
+    shown = entries[:limit]  # one more than the page was read, to know whether older entries follow
+    links(ws.audit.count(caller.id, by=actor, subject=subject, type=type, since=at),
+          {"before": shown[-1]["seq"], "limit": limit} if len(entries) > limit else None)
+    return shown
 
 
 @router.get("/audit/verify", response_model=Verification, tags=["audit"])

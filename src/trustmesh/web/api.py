@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,6 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from trustmesh.catalog import Catalog
 from trustmesh.service import Workspace
 from trustmesh.web.auth import current_principal, get_workspace
+from trustmesh.web.caching import ETagRoute
+from trustmesh.web.paging import PAGED, PageLinks, Pager, page_links, pages
 
 SEARCH_LIMIT = 50
 PRODUCT_EXAMPLE = "bts.flights-dp"
@@ -42,12 +44,17 @@ class SearchQuery:
     classification: str | None = None
     sensitivity: str | None = None
     pii: bool | None = None
+    quality: str | None = None
+    freshness: str | None = None
+    governance: str | None = None
     limit: int = SEARCH_LIMIT
+    offset: int = 0
 
     def run(self, catalog: Catalog) -> dict[str, Any]:
-        return catalog.search(self.q, limit=self.limit, domain=self.domain, sector=self.sector,
+        return catalog.search(self.q, limit=self.limit, offset=self.offset, domain=self.domain, sector=self.sector,
                               product_kind=self.product_kind, classification=self.classification,
-                              sensitivity=self.sensitivity, has_pii=self.pii)
+                              sensitivity=self.sensitivity, has_pii=self.pii, quality=self.quality,
+                              freshness=self.freshness, governance=self.governance)
 
 
 def search_query(
@@ -59,11 +66,20 @@ def search_query(
     classification: Annotated[str | None, Query(description="IM8 level, e.g. `official-open`.")] = None,
     sensitivity: Annotated[str | None, Query(description="non-sensitive, sensitive-normal or sensitive-high.")] = None,
     pii: Annotated[bool | None, Query(description="Only datasets with (true) or without (false) PII.")] = None,
+    quality: Annotated[Literal["good", "fair", "poor", "none"] | None, Query(
+        description="Quality band of the served version: good (score ≥ 95), fair (≥ 80), poor, none (not "
+                    "measured).")] = None,
+    freshness: Annotated[Literal["fresh", "stale"] | None, Query(
+        description="stale: older than its freshness SLA allows.")] = None,
+    governance: Annotated[Literal["compliant", "at-risk", "unfit for consumption", "not evaluated"] | None, Query(
+        description="The product's governance status from the last policy evaluation.")] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Most hits to return.")] = SEARCH_LIMIT,
+    offset: Annotated[int, Query(ge=0, le=100_000, description="Hits to skip (for the next page).")] = 0,
 ) -> SearchQuery:
     # An empty form field means "any", not "equal to the empty string".
     return SearchQuery(q.strip(), domain or None, sector or None, product_kind or None, classification or None,
-                       sensitivity or None, pii, limit)
+                       sensitivity or None, pii, quality or None, freshness or None, governance or None, limit,
+                       offset)
 
 
 SearchDep = Annotated[SearchQuery, Depends(search_query)]
@@ -110,6 +126,11 @@ class DatasetSummary(DatasetBase):
     stale: bool = Field(description="The served version is older than its freshness SLA allows.")
 
 
+class Masking(CatalogRecord):
+    strategy: str = Field(description="suppress, mask, pseudonymise, generalise or perturb.", examples=["mask"])
+    how: str = Field(examples=["character masking: last 3 digits and check letter"])
+
+
 class ColumnInfo(CatalogRecord):
     name: str
     logical_type: str
@@ -123,6 +144,8 @@ class ColumnInfo(CatalogRecord):
     pii_type: str | None
     glossary_term: str | None
     tags: list[Any]
+    masking: Masking | None = Field(None, description="Personal columns: how a reader whose grant does not unmask "
+                                                      "the column sees it.")
 
 
 class QualitySummary(CatalogRecord):
@@ -346,15 +369,22 @@ class Error(BaseModel):
                                                        "where known.")
 
 
+def problem(description: str) -> dict[str, Any]:
+    """An error response as the app sends it: the `Error` model, as `application/problem+json`."""
+    return {"model": Error, "description": description,
+            "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": Error, "description": "Malformed input, e.g. an address with the wrong number of parts"},
-    401: {"model": Error, "description": "No bearer token, or a forged, expired or revoked one"},
-    404: {"model": Error, "description": "No such domain, product or dataset in the catalog"},
-    422: {"model": Error, "description": "A parameter or the body does not fit its schema"},
-    503: {"model": Error, "description": "The metastore cannot be reached"},
+    400: problem("Malformed input, e.g. an address with the wrong number of parts"),
+    401: problem("No bearer token, or a forged, expired or revoked one"),
+    404: problem("No such domain, product or dataset in the catalog"),
+    422: problem("A parameter or the body does not fit its schema"),
+    503: problem("The metastore cannot be reached"),
 }
 
-router = APIRouter(prefix="/api/v1", tags=["catalog"], responses=ERRORS, dependencies=[Depends(current_principal)])
+router = APIRouter(prefix="/api/v1", tags=["catalog"], responses=ERRORS, dependencies=[Depends(current_principal)],
+                   route_class=ETagRoute)  # every catalog GET answers with an ETag, and 304 to If-None-Match
 platform = APIRouter(prefix="/api/v1", tags=["platform"], responses={503: ERRORS[503]})
 # Every route answers with `response_model_exclude_unset`, so a response is what the catalog returns field for
 # field: what the catalog leaves out (a column hit's quality score, an unmeasured version's empty quality summary)
@@ -375,12 +405,12 @@ def domains(catalog: CatalogDep) -> list[dict[str, Any]]:
     return catalog.domains()
 
 
-@router.get("/datasets", response_model=list[DatasetSummary], response_model_exclude_unset=True)
-def datasets(catalog: CatalogDep,
+@router.get("/datasets", response_model=list[DatasetSummary], response_model_exclude_unset=True, responses=PAGED)
+def datasets(catalog: CatalogDep, page: Annotated[Pager, Depends(pages(100, 1000))],
              domain: Annotated[str | None, Query(description="Only this domain.")] = None) -> list[dict[str, Any]]:
-    """Every published dataset (optionally of one domain), with its current version's rows, quality score
-    and staleness."""
-    return catalog.datasets(domain or None)
+    """Published datasets (optionally of one domain), by address, with their current version's rows, quality
+    score and staleness; a page at a time (`X-Total-Count`, `Link: rel="next"`)."""
+    return page(catalog.datasets(domain or None))
 
 
 @router.get("/datasets/{address}", response_model=DatasetDetail, response_model_exclude_unset=True)
@@ -408,10 +438,13 @@ def product(catalog: CatalogDep, address: ProductAddress) -> dict[str, Any]:
     return catalog.product(address)
 
 
-@router.get("/search", response_model=SearchResult, response_model_exclude_unset=True)
-def search(catalog: CatalogDep, query: SearchDep) -> dict[str, Any]:
-    """Ranked dataset and column hits, and facet counts over the matching datasets."""
-    return query.run(catalog)
+@router.get("/search", response_model=SearchResult, response_model_exclude_unset=True, responses=PAGED)
+def search(catalog: CatalogDep, query: SearchDep, links: Annotated[PageLinks, Depends(page_links)]) -> dict[str, Any]:
+    """Ranked dataset and column hits, and facet counts over the matching datasets; `total` (and `X-Total-Count`)
+    counts every hit, `Link: rel="next"` names the next page."""
+    result = query.run(catalog)
+    links.by_offset(result["total"], limit=query.limit, offset=query.offset)
+    return result
 
 
 @router.get("/lineage/{target}", response_model=Lineage, response_model_exclude_unset=True, tags=["lineage"])

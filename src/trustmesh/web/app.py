@@ -17,7 +17,20 @@ from starlette.exceptions import HTTPException
 from trustmesh import __version__
 from trustmesh.errors import Problem, TrustmeshError
 from trustmesh.service import Workspace
-from trustmesh.web import access_api, api, pages, query_api, render, session
+from trustmesh.web import (
+    access_api,
+    access_pages,
+    api,
+    contracts_api,
+    governance_api,
+    governance_pages,
+    pages,
+    privacy_api,
+    query_api,
+    query_pages,
+    render,
+    session,
+)
 from trustmesh.web.auth import SignInRequired
 
 STATIC = Path(__file__).parent / "static"
@@ -112,8 +125,14 @@ def create_app(workspace: Workspace, *, owns_workspace: bool = False) -> FastAPI
     app.include_router(api.router)
     app.include_router(access_api.router)
     app.include_router(query_api.router)
+    app.include_router(contracts_api.router)
+    app.include_router(privacy_api.router)
+    app.include_router(governance_api.router)
     app.include_router(session.router)
+    app.include_router(governance_pages.router)
     app.include_router(pages.router)
+    app.include_router(access_pages.router)
+    app.include_router(query_pages.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.add_exception_handler(TrustmeshError, trustmesh_error)
     app.add_exception_handler(HTTPException, http_error)

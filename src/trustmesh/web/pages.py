@@ -10,11 +10,12 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from trustmesh.catalog import Catalog
+from trustmesh.catalog import STANDING_FACETS, Catalog
 from trustmesh.descriptors.models import IM8_LEVELS, PRODUCT_KINDS, SENSITIVITIES
 from trustmesh.web import graph
+from trustmesh.web.access_pages import request_form
 from trustmesh.web.api import CatalogDep, SearchDep, SearchQuery
-from trustmesh.web.auth import page_principal
+from trustmesh.web.auth import Viewer, WorkspaceDep, page_principal
 from trustmesh.web.render import dataset_url, lineage_url, product_url, render, twin
 
 # facet in the catalog's search result → (query parameter, heading, preferred order of values)
@@ -25,8 +26,13 @@ FACETS: dict[str, tuple[str, str, list[str]]] = {
     "classification": ("classification", "Classification (IM8)", IM8_LEVELS),
     "sensitivity": ("sensitivity", "Sensitivity", SENSITIVITIES),
     "has_pii": ("pii", "Personal data", ["true", "false"]),
+    "quality": ("quality", "Quality", STANDING_FACETS["quality"]),
+    "freshness": ("freshness", "Freshness", STANDING_FACETS["freshness"]),
+    "governance": ("governance", "Compliance", STANDING_FACETS["governance"]),
 }
-VALUE_LABELS = {"true": "Contains PII", "false": "No PII"}
+VALUE_LABELS = {"true": "Contains PII", "false": "No PII", "good": "Good (score ≥ 95)", "fair": "Fair (80 to 95)",
+                "poor": "Poor (under 80)", "none": "Not measured", "fresh": "Within its SLA",
+                "stale": "Stale (past its SLA)"}
 
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(page_principal)])
@@ -44,7 +50,8 @@ def _state(query: SearchQuery) -> dict[str, str]:
     """The query as URL parameters, so facet links keep the text and the other filters."""
     values = {"q": query.q, "domain": query.domain, "sector": query.sector, "product_kind": query.product_kind,
               "classification": query.classification, "sensitivity": query.sensitivity,
-              "pii": None if query.pii is None else str(query.pii).lower(),
+              "pii": None if query.pii is None else str(query.pii).lower(), "quality": query.quality,
+              "freshness": query.freshness, "governance": query.governance,
               "limit": None if query.limit == SearchQuery.limit else str(query.limit)}
     return {k: v for k, v in values.items() if v}
 
@@ -128,7 +135,7 @@ def search_page_json(catalog: CatalogDep, query: SearchDep) -> dict[str, Any]:
 
 
 @router.get("/products/{address}")
-def product_page(request: Request, catalog: CatalogDep, address: str) -> Response:
+def product_page(request: Request, catalog: CatalogDep, ws: WorkspaceDep, me: Viewer, address: str) -> Response:
     address, as_json = twin(address, 2)
     product = catalog.product(address)
     if as_json:
@@ -138,8 +145,9 @@ def product_page(request: Request, catalog: CatalogDep, address: str) -> Respons
     quarantine = {ds["address"]: catalog.quality(ds["address"])["quarantine"] for ds in product["datasets"]}
     lineage = {ds["address"]: lineage_view(catalog, ds["address"], f"lineage-{ds['name']}")
                for ds in product["datasets"]}
+    forms = {ds["address"]: request_form(ws, me, ds) for ds in product["datasets"]}
     context = {"title": f"{product['name']} — {product['domain']}", "product": product, "quarantine": quarantine,
-               "lineage": lineage, "json_url": f"{product_url(product['address'])}.json"}
+               "lineage": lineage, "forms": forms, "reads": me.member_of(), "json_url": f"{product_url(product['address'])}.json"}
     return render(request, "product.html", context)
 
 

@@ -11,12 +11,12 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from trustmesh.web.access_api import AUTH_ERRORS
-from trustmesh.web.api import Error
+from trustmesh.web.api import problem
 from trustmesh.web.auth import Caller, WorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["query"], responses={
-    **AUTH_ERRORS, 403: {"model": Error, "description": "The query was refused: the reason names what, and the fix"},
-    408: {"model": Error, "description": "The query ran past its time limit and was stopped"}})
+    **AUTH_ERRORS, 403: problem("The query was refused: the reason names what, and the fix"),
+    408: problem("The query ran past its time limit and was stopped")})
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 

@@ -13,6 +13,7 @@ from fastapi.responses import RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from trustmesh.catalog import quality_band
 from trustmesh.web import graph
 from trustmesh.web.auth import SignInRequired, csrf_value, session_token
 
@@ -77,17 +78,8 @@ def label(value: str) -> str:
 
 # --- quality ------------------------------------------------------------------------------------------------------
 
-# score bands, best first: (lowest score of the band, its name)
-QUALITY_BANDS = [(95.0, "good"), (80.0, "fair")]
 COUNTED = ("nullValues", "missingValues", "invalidValues", "duplicateValues", "rowCount")  # measured in rows
 SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}
-
-
-def quality_band(score: float | None) -> str:
-    """good (≥ 95), fair (≥ 80) or poor; `none` when nothing was measured."""
-    if score is None:
-        return "none"
-    return next((band for floor, band in QUALITY_BANDS if score >= floor), "poor")
 
 
 def plain(value: float | None) -> str:
