@@ -282,6 +282,7 @@ def test_audit_pages_by_sequence(client: TestClient, tokens: dict[str, str], dem
         page = get(client, tokens, AUDITOR, url).text
         shown = seqs(page)
         assert len(shown) == 20 or len(seen) + len(shown) == len(every)
+        assert not set(shown) & set(seen), "a page repeats entries"  # and so the walk ends
         seen += shown
         pages += 1
         older = re.search(r'<a href="([^"]+)" rel="next">Older entries</a>', page)

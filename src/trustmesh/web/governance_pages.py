@@ -182,7 +182,7 @@ def audit_data(ws: Workspace, reader: str, query: AuditQuery) -> dict[str, Any]:
     than the page is asked for, to know whether older ones follow."""
     since = parse_since(query.since, "since")
     entries = ws.audit.log(reader, by=query.actor, subject=query.subject, type=query.type, since=since,
-                           before=None, limit=query.limit + 1)
+                           before=query.before, limit=query.limit + 1)
     shown = entries[:query.limit]
     older = shown[-1]["seq"] if len(entries) > query.limit else None
     return {"filters": asdict(query), "chain": ws.audit.verify(), "entries": shown, "older_before": older}
