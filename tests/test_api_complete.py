@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import json
 import re
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -25,7 +26,7 @@ from typer.testing import CliRunner
 from trustmesh.cli import app as cli_app
 from trustmesh.demo import policy_update, write_demo
 from trustmesh.demo.access import seed_access
-from trustmesh.service import Workspace
+from trustmesh.service import DIRECTORY_RECHECK_S, Workspace
 from trustmesh.web.app import create_app
 
 API = "/api/v1"
@@ -142,8 +143,8 @@ def test_contract_diff_names_a_breaking_change_and_the_fix(client: TestClient, a
     assert same["new"]["source"] == "repo" and same["new"]["file"].endswith("flights.odcs.yaml")
     path = demo.root / same["new"]["file"]
     original = path.read_text(encoding="utf-8")
-    retyped = original.replace("      - name: dep_delay\n        logicalType: number",
-                               "      - name: dep_delay\n        logicalType: string")
+    retyped = original.replace("      - name: carrier\n        logicalType: string",
+                               "      - name: carrier\n        logicalType: integer")  # narrowed: breaking
     assert retyped != original
     path.write_text(retyped, encoding="utf-8")
     try:
@@ -153,7 +154,7 @@ def test_contract_diff_names_a_breaking_change_and_the_fix(client: TestClient, a
         path.write_text(original, encoding="utf-8")
     assert diff["breaking"] and diff["requires_major_bump"]
     assert [(c["kind"], c["path"]) for c in diff["changes"]] == [
-        ("breaking", "schema[flights].properties[dep_delay].logicalType")]
+        ("breaking", "schema[flights].properties[carrier].logicalType")]
     assert diff["fix"] is not None and "`version: 2.0.0`" in diff["fix"] and same["new"]["file"] in diff["fix"]
     assert shown.exit_code == 1 and json.loads(shown.stdout) == {k: v for k, v in diff.items() if k != "fix"}
 
@@ -206,11 +207,31 @@ def test_scan_as_the_steward_is_the_cli_scan_and_audited(client: TestClient, aut
     assert (entries[1]["actor"], entries[1]["subject"], entries[1]["details"]["sampled"]) == ("nurul", PARTICIPANTS, 500)
 
 
-def test_scan_records_findings_on_the_served_version(client: TestClient, auth: Any) -> None:
-    response = client.post(f"{API}/privacy/scan", json={"dataset": PARTICIPANTS, "record": True},
-                           headers=auth["gdo-admin"])
+def test_scan_records_undeclared_pii_as_findings(client: TestClient, auth: Any, demo: Workspace) -> None:
+    """With the phone's piiType gone from the repo's contract, the scan finds it undeclared and records it."""
+    contract = demo.root / "domains/health/products/activity-dp/contracts/participants.odcs.yaml"
+    original = contract.read_text(encoding="utf-8")
+    undeclared = original.replace("          - property: piiType\n            value: phone\n", "")
+    assert undeclared != original
+    scan = {"dataset": PARTICIPANTS, "record": True, "sample": 1000}
+    try:
+        contract.write_text(undeclared, encoding="utf-8")
+        time.sleep(DIRECTORY_RECHECK_S + 0.1)  # the server sees a repo edit within a second
+        response = client.post(f"{API}/privacy/scan", json=scan, headers=auth["gdo-admin"])
+        findings = client.get(f"{API}/findings", params={"dataset": PARTICIPANTS}, headers=auth["irfan"]).json()
+    finally:
+        contract.write_text(original, encoding="utf-8")
     assert response.status_code == 200, response.text
-    assert response.json()["recorded"] == len(response.json()["undeclared"])
+    report = response.json()
+    assert report["undeclared"] == ["phone"] and report["ok"] is False and report["recorded"] == 1
+    [finding] = [f for f in findings if f["kind"] == "undeclared-pii"]
+    assert finding["column"] == "phone" and finding["build_id"] == "scan" and "fix: declare `piiType: phone`" in \
+        finding["message"]
+    time.sleep(DIRECTORY_RECHECK_S + 0.1)
+    again = client.post(f"{API}/privacy/scan", json=scan, headers=auth["gdo-admin"]).json()  # declared again
+    assert again["recorded"] == 0 and again["ok"] is True
+    assert not [f for f in client.get(f"{API}/findings", params={"dataset": PARTICIPANTS},
+                                      headers=auth["irfan"]).json() if f["kind"] == "undeclared-pii"]
 
 
 @pytest.mark.parametrize(("who", "body", "status", "words"), [
@@ -294,7 +315,7 @@ def test_product_statuses_page_and_filter(client: TestClient, auth: Any, demo: W
     first = client.get(url, params={"limit": 3}, headers=auth["irfan"])
     assert first.status_code == 200 and first.headers["x-total-count"] == str(len(stored))
     assert [s["product"] for s in first.json()] == sorted(stored)[:3]
-    assert first.headers["link"] == f'</api/v1/governance/products?limit=3&offset=3>; rel="next"'
+    assert first.headers["link"] == '</api/v1/governance/products?offset=3&limit=3>; rel="next"'
     everything = walk(client, url + "?limit=4", auth["irfan"])
     assert [s["product"] for s in everything] == sorted(stored)
     assert all(s["status"] == stored[s["product"]]["status"] for s in everything)
@@ -345,7 +366,8 @@ def test_compliance_report_in_three_formats(client: TestClient, auth: Any, demo:
     assert data["products"] == len(demo.mesh.products) == sum(data["totals"].values())
     assert {u["product"] for u in data["unfit"]} == {CARRIERS}
     transport = client.get(url, params={"sector": "transport"}, headers=auth["irfan"]).json()
-    assert {d["domain"] for d in transport["by_domain"]} <= {"bts", "carriers", "faa", "noaa", "transport-tc"}
+    assert {d["domain"] for d in transport["by_domain"]} == {
+        name for name, d in demo.mesh.domains.items() if d.sector == "transport"} != set(demo.mesh.domains)
     markdown = client.get(url, params={"format": "md"}, headers=auth["irfan"])
     assert markdown.headers["content-type"].startswith("text/markdown")
     assert markdown.text.startswith(f"# {data['title']}") and CARRIERS in markdown.text
@@ -424,7 +446,7 @@ def test_search_links_the_next_page(client: TestClient, auth: Any) -> None:
     first = client.get(f"{API}/search", params={"q": "flight", "limit": 2}, headers=auth["irfan"])
     body = first.json()
     assert first.headers["x-total-count"] == str(body["total"]) and body["total"] > 2
-    assert first.headers["link"] == '</api/v1/search?q=flight&limit=2&offset=2>; rel="next"'
+    assert first.headers["link"] == '</api/v1/search?q=flight&offset=2&limit=2>; rel="next"'
     hits = []
     for offset in range(0, body["total"], 2):
         hits += client.get(f"{API}/search", params={"q": "flight", "limit": 2, "offset": offset},
@@ -443,7 +465,7 @@ def test_access_lists_page_both_requests_and_grants(client: TestClient, auth: An
     first = client.get(url, params={"view": "all", "limit": 3}, headers=auth["priya"])
     assert first.headers["x-total-count"] == str(total)
     assert first.json()["requests"] == everything["requests"][:3] and first.json()["grants"] == everything["grants"][:3]
-    assert first.headers["link"] == '</api/v1/access/requests?view=all&limit=3&offset=3>; rel="next"'
+    assert first.headers["link"] == '</api/v1/access/requests?view=all&offset=3&limit=3>; rel="next"'
     requests, grants, offset = [], [], 0
     while offset < total:
         page = client.get(url, params={"view": "all", "limit": 3, "offset": offset}, headers=auth["priya"]).json()
@@ -464,7 +486,7 @@ def test_audit_log_pages_by_sequence(client: TestClient, auth: Any, demo: Worksp
     assert first.status_code == 200, first.text
     page = first.json()
     assert page == everything[:7] and first.headers["x-total-count"] == str(len(everything))
-    assert first.headers["link"] == f'</api/v1/audit?limit=7&before={page[-1]["seq"]}>; rel="next"'
+    assert first.headers["link"] == f'</api/v1/audit?before={page[-1]["seq"]}&limit=7>; rel="next"'
     assert walk(client, f"{API}/audit?limit=25", auth["priya"]) == everything  # reading the trail adds nothing
     scans = client.get(f"{API}/audit", params={"type": "privacy.", "limit": 1}, headers=auth["priya"])
     assert scans.headers["x-total-count"] == str(len(demo.audit.log("priya", type="privacy.", limit=None)))
