@@ -136,3 +136,20 @@ def grant_product_inputs(ws: Any, days: int = 365) -> list[str]:
                 req = ws.access.approve(req["awaiting"][0], req["id"], note="input port reviewed")
             grants.append(req["grant"])
     return grants
+
+
+def governed_demo(root: Path) -> Any:
+    """The demo mesh as `trustmesh demo` leaves it: written, access seeded, built, and the Trusted Centre's
+    policy update applied (carriers unfit, health at-risk). Returns its Workspace (the caller closes it)."""
+    from trustmesh.demo import policy_update, write_demo
+    from trustmesh.demo.access import seed_access
+    from trustmesh.service import Workspace
+
+    write_demo(root)
+    ws = Workspace.open(root)
+    assert seed_access(ws)
+    result = ws.build()
+    assert result.ok, [r.to_dict() for r in result.products if r.status != "published"]
+    assert policy_update(ws.root)
+    ws.governance.apply(ws.mesh, "ravi")
+    return ws

@@ -21,11 +21,10 @@ import pytest
 import yaml
 from fastapi.testclient import TestClient
 from httpx import Response
+from meshfactory import governed_demo
 from typer.testing import CliRunner
 
 from trustmesh.cli import app as cli_app
-from trustmesh.demo import policy_update, write_demo
-from trustmesh.demo.access import seed_access
 from trustmesh.service import DIRECTORY_RECHECK_S, Workspace
 from trustmesh.web.app import create_app
 
@@ -47,14 +46,7 @@ def _no_session_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     """`trustmesh demo` without the server: built, the access story played, the Trusted Centre's policy applied."""
-    root = tmp_path_factory.mktemp("complete") / "mesh"
-    write_demo(root)
-    ws = Workspace.open(root)
-    assert seed_access(ws)
-    result = ws.build()
-    assert result.ok, [r.to_dict() for r in result.products if r.status != "published"]
-    assert policy_update(ws.root)
-    ws.governance.apply(ws.mesh, "ravi")
+    ws = governed_demo(tmp_path_factory.mktemp("complete") / "mesh")
     yield ws
     ws.close()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from meshfactory import governed_demo
 
 from trustmesh.service import Workspace
 
@@ -45,18 +46,9 @@ def _free_port() -> int:
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Workspace, dict[str, str]]]:
     """The demo mesh as `trustmesh demo` leaves it (built, access seeded, the Trusted Centre's policy update), and
     a sign-in token for everyone the journey needs."""
-    from trustmesh.demo import policy_update, write_demo
-    from trustmesh.demo.access import demo_tokens, seed_access
+    from trustmesh.demo.access import demo_tokens
 
-    root = tmp_path_factory.mktemp("browser") / "demo-mesh"
-    write_demo(root)
-    ws = Workspace.open(root)
-    seed_access(ws)
-    assert ws.build().ok
-    if policy_update(ws.root):
-        mesh = ws.mesh
-        statuses, _ = ws.governance.evaluate(mesh)
-        ws.governance.record(mesh, statuses, "apply", "ravi", ws.governance.policies(mesh)[0])
+    ws = governed_demo(tmp_path_factory.mktemp("browser") / "demo-mesh")
     tokens = demo_tokens(ws)
     for person in ("nurul", "sharon"):  # health's steward and data owner
         tokens[person] = ws.tokens.issue(person, person, name="browser tests", days=1)[0]

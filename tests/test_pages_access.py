@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
+from meshfactory import governed_demo
 
 from trustmesh.service import Workspace
 from trustmesh.web.app import create_app
@@ -24,14 +25,7 @@ SQL = 'SELECT participant_id, nric, gender FROM health."activity-dp".participant
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    from trustmesh.demo import write_demo
-    from trustmesh.demo.access import seed_access
-
-    root = tmp_path_factory.mktemp("pages") / "demo-mesh"
-    write_demo(root)
-    ws = Workspace.open(root)
-    seed_access(ws)
-    assert ws.build().ok
+    ws = governed_demo(tmp_path_factory.mktemp("pages") / "demo-mesh")
     yield ws
     ws.close()
 

@@ -14,10 +14,9 @@ from urllib.parse import quote
 
 import pytest
 from markupsafe import escape
+from meshfactory import governed_demo
 from sqlalchemy import select, update
 
-from trustmesh.demo import policy_update, write_demo
-from trustmesh.demo.access import seed_access
 from trustmesh.metastore.schema import AuditRow
 from trustmesh.service import Workspace
 from trustmesh.web.app import create_app
@@ -35,15 +34,7 @@ STATUSES = ("compliant", "at-risk", "unfit for consumption", "not evaluated")
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
     """The demo mesh built and governed as the `demo` command does it."""
-    root = tmp_path_factory.mktemp("demo") / "mesh"
-    write_demo(root)
-    ws = Workspace.open(root)
-    seed_access(ws)
-    assert ws.build().ok
-    assert policy_update(ws.root)
-    current = ws.mesh
-    statuses, _ = ws.governance.evaluate(current)
-    ws.governance.record(current, statuses, "apply", "ravi", ws.governance.policies(current)[0])
+    ws = governed_demo(tmp_path_factory.mktemp("demo") / "mesh")
     yield ws
     ws.close()
 

@@ -17,6 +17,7 @@ import pytest
 import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from meshfactory import governed_demo
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -25,8 +26,6 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from trustmesh.demo import policy_update, write_demo
-from trustmesh.demo.access import seed_access
 from trustmesh.service import Workspace
 from trustmesh.web.app import create_app
 
@@ -38,14 +37,7 @@ EXAMPLES = 15  # per operation: the whole run stays well under a minute on two c
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workspace]:
-    root = tmp_path_factory.mktemp("fuzz") / "mesh"
-    write_demo(root)
-    ws = Workspace.open(root)
-    assert seed_access(ws)
-    result = ws.build()
-    assert result.ok, [r.to_dict() for r in result.products if r.status != "published"]
-    policy_update(ws.root)  # as `trustmesh demo`: the Trusted Centre's new policy, applied
-    ws.governance.apply(ws.mesh, "ravi")
+    ws = governed_demo(tmp_path_factory.mktemp("fuzz") / "mesh")
     yield ws
     ws.close()
 
