@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import time
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -423,3 +424,97 @@ def test_openapi_lists_the_access_routes_behind_bearer(client: TestClient) -> No
     created = doc["paths"]["/api/v1/access/requests"]["post"]
     assert "201" in created["responses"]
     assert "application/x-ndjson" in doc["paths"]["/api/v1/audit/export"]["get"]["responses"]["200"]["content"]
+
+
+# -- OIDC sign-in in the browser (authorization code flow, against an issuer on loopback) ------------------------
+
+
+@pytest.fixture(scope="module")
+def issuer(keys: dict[str, rsa.RSAPrivateKey]) -> Iterator[str]:
+    """A minimal OIDC issuer on a free loopback port: its token endpoint answers a code with an ID token whose
+    nonce is the code (so a test chooses the nonce), and refuses the code `refused`."""
+    import socket
+    import threading
+
+    import uvicorn
+    from fastapi import FastAPI, Form
+    from fastapi.responses import JSONResponse
+
+    app = FastAPI()
+
+    @app.post("/token")
+    def token(code: str = Form(), client_id: str = Form(), grant_type: str = Form()) -> JSONResponse:
+        if code == "refused" or client_id != "trustmesh-ui" or grant_type != "authorization_code":
+            return JSONResponse({"error": "invalid_grant"}, status_code=400)
+        return JSONResponse({"id_token": signed(keys["issuer"], nonce=code), "token_type": "Bearer"})
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture
+def flow_client(make_mesh: Any, mesh_files: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey],
+                issuer: str) -> Iterator[TestClient]:
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(keys["issuer"].public_key(), as_dict=True)
+    mesh_files["jwks.json"] = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
+    mesh_files["mesh.yaml"]["platform"] = {"oidc": {
+        "issuer": ISSUER, "audience": AUDIENCE, "jwks": "jwks.json", "claim": "email",
+        "authorizationEndpoint": f"{issuer}/authorize", "tokenEndpoint": f"{issuer}/token", "clientId": "trustmesh-ui"}}
+    with TestClient(create_app(make_mesh(mesh_files, grants=False)), follow_redirects=False) as c:
+        yield c
+
+
+def _start(c: TestClient, next_url: str = "/inbox") -> dict[str, str]:
+    page = c.get("/login", params={"next": next_url})
+    assert "Sign in with https://id.example.gov.sg" in page.text
+    go = c.get("/login/oidc", params={"next": next_url})
+    assert go.status_code == 303 and go.headers["location"].startswith("http://127.0.0.1:")
+    query = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(go.headers["location"]).query))
+    assert query["client_id"] == "trustmesh-ui" and query["response_type"] == "code"
+    assert query["redirect_uri"] == "http://testserver/login/oidc/callback" and "openid" in query["scope"]
+    return query
+
+
+def test_oidc_sign_in_by_authorization_code(flow_client: TestClient) -> None:
+    query = _start(flow_client)
+    back = flow_client.get("/login/oidc/callback", params={"code": query["nonce"], "state": query["state"]})
+    assert back.status_code == 303 and back.headers["location"] == "/inbox", back.text
+    page = flow_client.get("/inbox")
+    assert page.status_code == 200 and "Signed in as" in page.text and "alpha-steward" in page.text
+
+
+@pytest.mark.parametrize("case", ["state", "nonce", "refused", "issuer-error", "no-flow"])
+def test_oidc_sign_in_refuses_what_is_not_its_own(flow_client: TestClient, case: str) -> None:
+    query = _start(flow_client)
+    params = {"code": query["nonce"], "state": query["state"]}
+    if case == "state":
+        params["state"] = "forged"
+    elif case == "nonce":
+        params["code"] = "someone-elses-nonce"
+    elif case == "refused":
+        params["code"] = "refused"
+    elif case == "issuer-error":
+        params = {"error": "access_denied"}
+    else:
+        flow_client.cookies.clear()
+    back = flow_client.get("/login/oidc/callback", params=params)
+    assert back.status_code == 401 and "OIDC sign-in failed" in back.text, back.text
+    assert "trustmesh_session" not in back.headers.get("set-cookie", "")
+    assert flow_client.get("/inbox").status_code == 303  # not signed in
+
+
+def test_oidc_sign_in_needs_the_issuers_endpoints(oidc_ws: Workspace) -> None:
+    with TestClient(create_app(oidc_ws), follow_redirects=False) as c:
+        assert "Sign in with" not in c.get("/login").text
+        refused = c.get("/login/oidc")
+        assert refused.status_code == 401 and "authorizationEndpoint" in refused.text

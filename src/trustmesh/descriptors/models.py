@@ -71,6 +71,15 @@ class Oidc(Strict):
     jwks: str  # path to the issuer's JWKS document, relative to the mesh folder
     claim: str = "preferred_username"  # the claim naming the person: their id, or their email
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    # browser sign-in by the authorization-code flow; without these the sign-in page takes a pasted ID token
+    authorization_endpoint: str | None = Field(None, alias="authorizationEndpoint")
+    token_endpoint: str | None = Field(None, alias="tokenEndpoint")
+    client_id: str | None = Field(None, alias="clientId")
+    client_secret_env: str | None = Field(None, alias="clientSecretEnv")  # the variable holding the secret
+
+    @property
+    def browser_sign_in(self) -> bool:
+        return bool(self.authorization_endpoint and self.token_endpoint and self.client_id)
 
 
 class AccessSettings(Strict):
