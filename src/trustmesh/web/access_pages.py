@@ -89,15 +89,11 @@ async def create_request(request: Request, ws: WorkspaceDep, me: Viewer, csrf: A
     return RedirectResponse("/access?" + urlencode({"done": "requested", "id": made["id"]}), status_code=303)
 
 
-def _overview(ws: Workspace, me: Principal, view: str) -> dict[str, Any]:
-    return ws.access.overview(me.id, view)
-
-
 @router.get("/access")
 @router.get("/access.json")
 def my_access(request: Request, ws: WorkspaceDep, me: Viewer, done: str | None = None,
               id: str | None = None) -> Response:
-    data = _overview(ws, me, "mine")
+    data = ws.access.overview(me.id, "mine")
     if request.url.path.endswith(".json"):
         return JSONResponse(data)
     return render(request, "my_access.html", {"title": "My access", "data": data, "flash": flash(done, id),
@@ -107,7 +103,7 @@ def my_access(request: Request, ws: WorkspaceDep, me: Viewer, done: str | None =
 @router.get("/inbox")
 @router.get("/inbox.json")
 def inbox(request: Request, ws: WorkspaceDep, me: Viewer, done: str | None = None, id: str | None = None) -> Response:
-    data = _overview(ws, me, "inbox")
+    data = ws.access.overview(me.id, "inbox")
     if request.url.path.endswith(".json"):
         return JSONResponse(data)
     return render(request, "inbox.html", {"title": "Inbox", "data": data, "flash": flash(done, id),

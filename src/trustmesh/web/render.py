@@ -15,7 +15,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from trustmesh.catalog import quality_band
 from trustmesh.web import graph
-from trustmesh.web.auth import SignInRequired, csrf_value, session_token
+from trustmesh.web.auth import SESSION_COOKIE, SignInRequired, csrf_value, session_token
 
 
 def product_url(address: str) -> str:
@@ -174,5 +174,5 @@ def sign_in_redirect(request: Request, exc: SignInRequired) -> Response:
     """To the sign-in page and back; an ended session also loses its cookie and says why."""
     response = RedirectResponse(exc.location + ("&ended=1" if session_token(request) else ""), status_code=303)
     if session_token(request):
-        response.delete_cookie("trustmesh_session", path="/")
+        response.delete_cookie(SESSION_COOKIE, path="/")
     return response
