@@ -389,12 +389,16 @@ def impact(
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes; more than one wants a PostgreSQL metastore.")] = 1,
     mesh: MeshOpt = None,
 ) -> None:
     """Serve the REST API (/api/v1, OpenAPI at /docs) and the web UI for this mesh.
 
-    Example: `trustmesh serve --port 8000`
+    With `--workers N` the server runs N processes on one port, all on the same metastore. Use
+    PostgreSQL for that (set TRUSTMESH_METASTORE_URL or platform.metastore): on SQLite every
+    writer waits for the one before it. docs/deployment.md shows a whole deployment.
+
+    Example: `TRUSTMESH_METASTORE_URL=postgresql+psycopg://trustmesh@db/trustmesh trustmesh serve --workers 4`
     """
     ws = _workspace(mesh)
     _serve(ws, host, port, workers)
@@ -403,8 +407,12 @@ def serve(
 def _serve(ws: Workspace, host: str, port: int, workers: int) -> None:
     import uvicorn
 
-    ws.store  # noqa: B018 - fail fast with a clear message when the metastore cannot be reached
+    ws.store  # noqa: B018 - fail fast (and migrate once, here) before any worker starts
     os.environ[MESH_ENV] = str(ws.root)
+    os.environ[ws.config.platform.metastore_env] = ws.store.url  # every worker opens the metastore opened here
+    if workers > 1 and ws.store.dialect == "sqlite":
+        error_console.print(f"note: {workers} workers share a SQLite metastore, so their writes queue one behind "
+                            "another — fix: use PostgreSQL for several workers (docs/deployment.md)")
     console.print(f"serving {ws.root} at [bold]http://{host}:{port}[/]  (API docs: http://{host}:{port}/docs)")
     uvicorn.run("trustmesh.web.app:app_from_environment", factory=True, host=host, port=port, workers=workers,
                 log_level="warning")

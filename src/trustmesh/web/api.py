@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -353,6 +354,7 @@ class Health(CatalogRecord):
     mesh: str
     metastore: str
     domains: int
+    worker: int = Field(description="The process id of the server worker that answered.")
 
 
 class Error(BaseModel):
@@ -396,7 +398,7 @@ def health(workspace: Annotated[Workspace, Depends(get_workspace)]) -> dict[str,
     """The server is up and its metastore answers."""
     domains = workspace.catalog.domains()
     return {"status": "ok", "mesh": workspace.config.name, "metastore": workspace.store.dialect,
-            "domains": len(domains)}
+            "domains": len(domains), "worker": os.getpid()}
 
 
 @router.get("/domains", response_model=list[Domain], response_model_exclude_unset=True)
