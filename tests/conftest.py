@@ -19,6 +19,8 @@ from trustmesh.service import Workspace
 REPO = Path(__file__).resolve().parents[1]
 STANDARDS = REPO.parent / "shared" / "standards"
 PG_URL = os.environ.get("TRUSTMESH_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
+# `TRUSTMESH_TEST_METASTORE=postgresql pytest …` puts every mesh `make_mesh` opens on a fresh PostgreSQL database
+METASTORE_TIER = os.environ.get("TRUSTMESH_TEST_METASTORE", "sqlite")
 
 
 @pytest.fixture
@@ -34,10 +36,18 @@ def make_mesh(tmp_path: Path) -> Any:
     workflow, as a mesh's people would do before its first build.
     """
     opened: list[Workspace] = []
+    databases: list[str] = []
 
     def make(files: dict[str, Any] | None = None, metastore_url: str | None = None, grants: bool = True) -> Workspace:
         root = tmp_path / f"mesh{len(opened)}"
-        write_files(root, files if files is not None else base_files())
+        files = copy.deepcopy(files) if files is not None else base_files()
+        if metastore_url is None and METASTORE_TIER == "postgresql" and isinstance(files.get("mesh.yaml"), dict):
+            reason = _postgres_available()
+            if reason:
+                pytest.skip(reason)
+            databases.append(_create_database())  # in mesh.yaml, so the CLI in a subprocess uses it too
+            files["mesh.yaml"].setdefault("platform", {}).setdefault("metastore", databases[-1])
+        write_files(root, files)
         ws = Workspace.open(root, metastore_url=metastore_url)
         opened.append(ws)
         if grants:
@@ -48,6 +58,8 @@ def make_mesh(tmp_path: Path) -> Any:
     yield make
     for ws in opened:
         ws.close()
+    for url in databases:
+        _drop_database(url)
 
 
 def _postgres_available() -> str | None:
@@ -70,6 +82,14 @@ def postgres_url() -> Iterator[str]:
     reason = _postgres_available()
     if reason:
         pytest.skip(reason)
+    url = _create_database()
+    try:
+        yield url
+    finally:
+        _drop_database(url)
+
+
+def _create_database() -> str:
     from sqlalchemy import create_engine, text
     from sqlalchemy.engine import make_url
 
@@ -77,10 +97,17 @@ def postgres_url() -> Iterator[str]:
     admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-        admin.dispose()
+    admin.dispose()
+    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -15,9 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from trustmesh.errors import MetastoreUnavailable
 
-__all__ = ["HEAD_REVISION", "Metastore"]
+__all__ = ["HEAD_REVISION", "Metastore", "serialize"]
 
-HEAD_REVISION = "0007"  # the newest migration; a test keeps it equal to Alembic's head
+HEAD_REVISION = "0008"  # the newest migration; a test keeps it equal to Alembic's head
 
 
 def _redact(url: str) -> str:
@@ -118,6 +119,17 @@ class Metastore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def serialize(session: Session, name: str) -> None:
+    """Hold a lock named `name` until `session` commits: writers of the same rows take turns.
+
+    PostgreSQL gets a transaction-level advisory lock (READ COMMITTED would otherwise let two writers
+    both see a row missing and both insert it); SQLite already lets only one writer in at a time.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
 def _connection_lost(exc: OperationalError) -> bool:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from trustmesh.descriptors import Mesh, OutputDataset, Product
 from trustmesh.descriptors.models import IM8_LEVELS, SENSITIVITIES
+from trustmesh.metastore import serialize
 from trustmesh.metastore.iceberg import table_identifier
 from trustmesh.metastore.schema import (
     ColumnRow,
@@ -29,7 +30,11 @@ def highest(values: list[str | None], order: list[str]) -> str | None:
 
 
 def register_domains(session: Session, mesh: Mesh) -> None:
-    """Domains, people and roles as declared now (the repo is the source of truth)."""
+    """Domains, people and roles as declared now (the repo is the source of truth).
+
+    Builds starting together each rewrite these rows: they take turns, so none sees another's half-done rewrite.
+    """
+    serialize(session, "trustmesh.register_domains")
     session.execute(delete(RoleRow))
     for domain in mesh.domains.values():
         session.merge(DomainRow(name=domain.name, kind=domain.kind, sector=domain.sector,
