@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,10 @@ def fault_point(name: str) -> None:
 
 @dataclass
 class Candidate:
-    """A checked dataset written as Parquet, waiting to be published."""
+    """A checked dataset written as Parquet, waiting to be published.
+
+    `data_file` is one Parquet file (DuckDB) or a folder of part files (Spark); `files` lists them either way.
+    """
 
     address: str
     data_file: str
@@ -49,6 +53,10 @@ class Candidate:
     report: QualityReport | None = None
     lineage: DatasetLineage | None = None
     snapshot_id: int | None = None
+
+    @property
+    def files(self) -> list[str]:
+        return parquet_files(Path(self.data_file))
 
 
 @dataclass
@@ -69,7 +77,8 @@ def commit_snapshots(catalog: Any, candidates: list[Candidate]) -> None:
 
     for candidate in candidates:
         identifier = table_identifier(candidate.address)
-        schema = pq.read_schema(candidate.data_file)
+        files = candidate.files
+        schema = pq.read_schema(files[0])
         catalog.create_namespace_if_not_exists(identifier[:2])
         try:
             table = catalog.load_table(identifier)
@@ -85,7 +94,7 @@ def commit_snapshots(catalog: Any, candidates: list[Candidate]) -> None:
         with table.transaction() as tx:
             if table.current_snapshot() is not None:
                 tx.delete(AlwaysTrue())
-            tx.add_files([candidate.data_file], check_duplicate_files=False)
+            tx.add_files(files, check_duplicate_files=False)
         snapshot = table.current_snapshot()
         assert snapshot is not None
         candidate.snapshot_id = snapshot.snapshot_id
@@ -108,7 +117,7 @@ def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_
             session.add(VersionRow(
                 dataset=candidate.address, version=number, snapshot_id=candidate.snapshot_id, build_id=pub.build_id,
                 row_count=candidate.rows, published_at=now, contract_version=contract.version if contract else "",
-                columns=candidate.columns, data_files=[candidate.data_file], inputs=pub.inputs,
+                columns=candidate.columns, data_files=candidate.files, inputs=pub.inputs,
                 quality_score=report.score if report else None, quality=report.summary() if report else {},
             ))
             if report:
@@ -182,3 +191,18 @@ def quarantine(store: Metastore, warehouse: Path, address: str, build_id: str, d
 def data_file_path(warehouse: Path, address: str, build_id: str) -> Path:
     domain, product, dataset = table_identifier(address)
     return warehouse / "data" / domain / product / dataset / f"{build_id}.parquet"
+
+
+def parquet_files(path: Path) -> list[str]:
+    """The Parquet files a candidate is made of: the file itself, or a folder's part files in name order."""
+    if path.is_dir():
+        return sorted(str(p) for p in path.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
+    return [str(path)]
+
+
+def remove_data_file(path: Path) -> None:
+    """Delete a candidate, be it one file or a folder of part files; nothing there is fine."""
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)

@@ -25,6 +25,7 @@ from trustmesh.build.publish import (
     data_file_path,
     quarantine,
     record_publication,
+    remove_data_file,
 )
 from trustmesh.contracts.compat import breaking_change_problems
 from trustmesh.descriptors import Mesh, OutputDataset, Product
@@ -289,7 +290,7 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
             session.token_purposes = {}
     except BuildFailed as exc:
         for output in product.outputs:  # candidates of datasets that passed are never published now
-            data_file_path(ctx.warehouse, output.address, build_id).unlink(missing_ok=True)
+            remove_data_file(data_file_path(ctx.warehouse, output.address, build_id))
         if ctx.events and run is not None:
             ctx.events.fail(run, str(exc))
         return outcome("failed", message=str(exc).split("\n")[0].removeprefix(f"{product.address}: "),
@@ -381,7 +382,7 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
             select_list.append(f"CAST({q(col.name)} AS {target}) AS {q(col.name)}" if target else q(col.name))
         session.write_parquet(f"SELECT {', '.join(select_list)} FROM ({bound}) AS result", str(path))
     except QueryFailed as exc:
-        path.unlink(missing_ok=True)
+        remove_data_file(path)
         raise _query_failure(product, output, exc, origins, access) from exc
     progress.step(product.address, f"check {output.name}")
     table = f"cand__{output.name}"
