@@ -63,6 +63,7 @@ class Workspace:
         self.root = root.resolve()
         self._metastore_url = metastore_url
         self._iceberg: Any = None
+        self._engines: dict[str, Engine] = {}
         self._lock = threading.Lock()
         self.clock = clock
         self._directory: tuple[Any, Directory] | None = None
@@ -104,10 +105,19 @@ class Workspace:
 
     @cached_property
     def engine(self) -> Engine:
-        """The build engine, confined to the mesh folder and the warehouse."""
-        self.warehouse.mkdir(parents=True, exist_ok=True)
-        token_key = self.keys.key if self.config.linkage else None
-        return get_engine(self.config.platform.engine, [str(self.root), str(self.warehouse.resolve())], token_key)
+        """The mesh's build engine (platform.engine), confined to the mesh folder and the warehouse."""
+        return self.engine_named(self.config.platform.engine)
+
+    def engine_named(self, name: str) -> Engine:
+        """An engine by name, opened once: the mesh's, or the one a product chooses for itself."""
+        with self._lock:
+            if name not in self._engines:
+                self.warehouse.mkdir(parents=True, exist_ok=True)
+                token_key = self.keys.key if self.config.linkage else None
+                settings = self.config.platform.spark.model_dump() if name == "spark" else None
+                self._engines[name] = get_engine(name, [str(self.root), str(self.warehouse.resolve())], token_key,
+                                                 settings)
+            return self._engines[name]
 
     @cached_property
     def keys(self) -> KeyStore:
@@ -210,7 +220,7 @@ class Workspace:
               actor: str | None = None) -> BuildResult:
         mesh = self.mesh
         events = RunEvents(mesh, self.lineage_emitter())
-        ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg)
+        ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg, engines=self.engine_named)
         ctx.events = events
         ctx.access = self.access
         ctx.actor = actor or os.environ.get(USER_ENV) or _os_user()

@@ -11,7 +11,7 @@ from typing import Any
 from trustmesh.descriptors import InputPort, Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import ProductSql, parse_product_sql
 from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, type_fits
-from trustmesh.engines.duckdb import DEFAULT_TYPES
+from trustmesh.engines.duckdb import DEFAULT_TYPES, publish_type
 from trustmesh.errors import Problem
 from trustmesh.plan import cycle_problems
 from trustmesh.quality import QualityRule, compile_quality, dataset_rules
@@ -185,8 +185,9 @@ def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: d
             upstream = mesh.datasets.get(port.source.address or "")
             if upstream is None or upstream.contract is None:
                 continue
-            cols = [ColumnType(c.name, c.physical_type or DEFAULT_TYPES.get(c.logical_type, "VARCHAR"))
-                    for c in upstream.contract.columns]
+            declared = [(c.name, c.physical_type or DEFAULT_TYPES.get(c.logical_type, "VARCHAR"))
+                        for c in upstream.contract.columns]  # as published: cast where some engine cannot read it
+            cols = [ColumnType(name, publish_type(t, None) or t) for name, t in declared]
             session.bind_empty(view, cols)
         elif port.source.type == "file":
             files = source_files(product, port)

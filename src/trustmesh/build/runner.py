@@ -64,6 +64,14 @@ class BuildContext:
     actor: str = "trustmesh"
     _authorizer: Authorizer | None = None
     blocked: dict[str, list[Problem]] = field(default_factory=dict)  # products a policy error keeps from publishing
+    engines: Callable[[str], Engine] | None = None  # engines by name, for products that choose their own
+
+    def engine_for(self, product: Product) -> Engine:
+        """The engine that builds `product`: its own choice (customProperties: engine), else the mesh's."""
+        name = product.engine or self.engine.name
+        if name == self.engine.name or self.engines is None:
+            return self.engine
+        return self.engines(name)
 
     def authorizer(self) -> Authorizer | None:
         """Decisions over the grants active when the build started (one Cedar entity graph per build)."""
@@ -143,6 +151,24 @@ class BuildResult:
                 "warnings": self.warnings}
 
 
+class Sessions:
+    """One open session per engine a build uses, opened when the first product needing it is built."""
+
+    def __init__(self, ctx: BuildContext) -> None:
+        self.ctx = ctx
+        self.open: dict[str, EngineSession] = {}
+
+    def of(self, engine: Engine) -> EngineSession:
+        if engine.name not in self.open:
+            self.open[engine.name] = engine.session()
+        return self.open[engine.name]
+
+    def close(self) -> None:
+        for session in self.open.values():
+            session.close()
+        self.open.clear()
+
+
 class Progress(Protocol):
     def started(self, address: str, steps: int) -> None: ...
     def step(self, address: str, what: str) -> None: ...
@@ -164,20 +190,20 @@ def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
     """
     progress = progress or _Silent()
     order = select(ctx.mesh, selector)
-    session = ctx.engine.session()
+    sessions = Sessions(ctx)
     try:
         with ctx.store.session() as meta:
             changed = [a for a in order if full or not _current(ctx, meta, ctx.mesh.products[a])]
             problems = breaking_change_problems(meta, ctx.mesh, changed)
-        problems += check_mesh(ctx.mesh, ctx.engine, changed, session=session)
+        problems += check_mesh(ctx.mesh, ctx.engine, changed, session=sessions.of(ctx.engine))
         if any(p.severity == "error" for p in problems):
             raise InvalidMesh(problems, "nothing was built: the mesh is not valid")
-        return _run(ctx, session, order, selector, full, progress)
+        return _run(ctx, sessions, order, selector, full, progress)
     finally:
-        session.close()
+        sessions.close()
 
 
-def _run(ctx: BuildContext, session: EngineSession, order: list[str], selector: str | None, full: bool,
+def _run(ctx: BuildContext, sessions: Sessions, order: list[str], selector: str | None, full: bool,
          progress: Progress) -> BuildResult:
     """Build products one after another on the engine, while a publisher thread commits finished ones.
 
@@ -208,7 +234,7 @@ def _run(ctx: BuildContext, session: EngineSession, order: list[str], selector: 
                 outcome = _done(ProductResult(address, "blocked", message=f"upstream {', '.join(bad)} failed; "
                                               "the previous version stays served"))
             else:
-                outcome = _build_product(ctx, session, product, build_id, full, progress, publisher)
+                outcome = _build_product(ctx, sessions, product, build_id, full, progress, publisher)
             outcome.add_done_callback(finish)
             outcomes[address] = outcome
         results = [outcomes[a].result() for a in order]
@@ -229,7 +255,7 @@ def _run(ctx: BuildContext, session: EngineSession, order: list[str], selector: 
 
 def _fingerprint(ctx: BuildContext, meta: Any, product: Product, access: dict[str, InputAccess]) -> Fingerprint:
     """The product's fingerprint, counting what its grants let it read: a changed grant rebuilds it."""
-    fp = fingerprint(ctx.mesh, meta, product, ctx.engine.name)
+    fp = fingerprint(ctx.mesh, meta, product, ctx.engine_for(product).name)
     for address, granted in sorted(access.items()):
         fp.digest.update(f"access {address} {granted.columns} {sorted(granted.withheld.items())}".encode())
     return fp
@@ -255,7 +281,7 @@ def _record_failure(store: Metastore, build_id: str, result: ProductResult) -> N
                                     message=result.message, duration_s=result.duration_s, finished_at=utcnow()))
 
 
-def _build_product(ctx: BuildContext, session: EngineSession, product: Product, build_id: str, full: bool,
+def _build_product(ctx: BuildContext, sessions: Sessions, product: Product, build_id: str, full: bool,
                    progress: Progress, publisher: ThreadPoolExecutor) -> Future[ProductResult]:
     """Land, transform and check on this thread; hand the checked candidates to the publisher."""
     started = time.perf_counter()
@@ -265,6 +291,8 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
 
     run = None
     access: dict[str, InputAccess] = {}
+    engine = ctx.engine_for(product)
+    session: EngineSession | None = None
     try:
         access = input_access(ctx, product)
         with ctx.store.session() as meta:
@@ -276,6 +304,7 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
             return outcome("failed", message=f"{len(problems)} governance policy error(s) block publishing; the "
                            "previous version stays served (see `trustmesh check`)", problems=problems)
         run = ctx.events.start(product) if ctx.events else None
+        session = sessions.of(engine)
         origins = _bind_inputs(ctx, session, product, fp, progress, access)
         if fp.unread and not full:
             with ctx.store.session() as meta:
@@ -284,7 +313,7 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
                     return outcome("skipped", message="unchanged since the last build")
         session.token_purposes = {p.name: p.key_id for p in ctx.mesh.config.linkage if product.domain in p.domains}
         try:
-            candidates = [_transform(ctx, session, product, output, build_id, progress, origins, access)
+            candidates = [_transform(ctx, engine, session, product, output, build_id, progress, origins, access)
                           for output in product.outputs]
         finally:
             session.token_purposes = {}
@@ -297,7 +326,8 @@ def _build_product(ctx: BuildContext, session: EngineSession, product: Product, 
                        problems=exc.problems)
     finally:
         for output in product.outputs:
-            session.drop_view(f"cand__{output.name}")
+            if session is not None:
+                session.drop_view(f"cand__{output.name}")
 
     findings = lineage_findings(ctx.mesh, product, [c.lineage for c in candidates if c.lineage is not None])
 
@@ -353,7 +383,7 @@ def _upstream_files(ctx: BuildContext, product: Product, record: dict[str, Any])
     return snapshot_files(ctx.catalog(), address, record["snapshot_id"])
 
 
-def _transform(ctx: BuildContext, session: EngineSession, product: Product, output: OutputDataset, build_id: str,
+def _transform(ctx: BuildContext, engine: Engine, session: EngineSession, product: Product, output: OutputDataset, build_id: str,
                progress: Progress, origins: dict[str, str], access: dict[str, InputAccess]) -> Candidate:
     """Run one dataset's SQL straight into its candidate Parquet file, then check the file against the contract.
 
@@ -368,17 +398,17 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
     bound = sql.bind({ref: view_name(ref) for ref in ports})
     path = data_file_path(ctx.warehouse, output.address, build_id)
     path.parent.mkdir(parents=True, exist_ok=True)
-    q = ctx.engine.quote
+    q = engine.quote
     try:
         described = session.describe(bound)
-        problems = compare_columns(ctx.engine, output, described)
+        problems = compare_columns(engine, output, described)
         if problems:
             raise BuildFailed(product.address, f"{output.name} does not meet its contract; nothing was published",
                               problems)
         types = {c.name: c.type for c in described}
         select_list = []
         for col in output.contract.columns:
-            target = ctx.engine.publish_type(types[col.name], col.physical_type)
+            target = engine.publish_type(types[col.name], col.physical_type)
             select_list.append(f"CAST({q(col.name)} AS {target}) AS {q(col.name)}" if target else q(col.name))
         session.write_parquet(f"SELECT {', '.join(select_list)} FROM ({bound}) AS result", str(path))
     except QueryFailed as exc:
@@ -400,7 +430,7 @@ def _transform(ctx: BuildContext, session: EngineSession, product: Product, outp
                                 f" {quarantined}); fix the data or the SQL") for r in failed]
         raise BuildFailed(product.address, f"{output.name} failed {len(failed)} error-level quality check(s); "
                           "the candidate is quarantined and the previous version stays served", problems)
-    lineage = extract_lineage(output.address, sqlglot.parse_one(bound, read=ctx.engine.capabilities.dialect),
+    lineage = extract_lineage(output.address, sqlglot.parse_one(bound, read=engine.capabilities.dialect),
                               {view_name(ref): {c.name: c.type for c in session.describe(f"SELECT * FROM {q(view_name(ref))}")}
                                for ref in ports},
                               {view_name(ref): (port.source.address or port.name) if port.source.type == "product"

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 from trustmesh.descriptors.models import (
     DATASET_PATTERN,
     DOMAIN_ROLES,
+    ENGINES,
     MESH_ROLES,
     NAME_PATTERN,
     PRODUCT_KINDS,
@@ -131,6 +132,8 @@ def pydantic_problems(doc: YamlDocument, exc: ValidationError, model: type[BaseM
 
 def _fix_for(err: Any) -> str:
     ctx = err.get("ctx") or {}
+    if "fix" in ctx:
+        return str(ctx["fix"])
     if "expected" in ctx:
         return f"use {ctx['expected']}"
     if "pattern" in ctx:
@@ -258,6 +261,11 @@ def _load_product(mesh: Mesh, folder: Path, problems: ProblemList, cache: ValidC
     if tier not in TIERS:
         problems.extend([doc.problem(_cp_path(data.get("customProperties"), "tier"),
                                      f"tier is {tier!r}", f"use one of {', '.join(TIERS)}")])
+    engine = props.get("engine")
+    if engine is not None and engine not in ENGINES:
+        problems.extend([doc.problem(_cp_path(data.get("customProperties"), "engine"),
+                                     f"engine is {engine!r}", f"use one of {', '.join(ENGINES)} (or drop it: the "
+                                     "mesh's platform.engine builds it)")])
     team = list((data.get("team") or {}).get("members") or [])
     for i, member in enumerate(team):
         if mesh.person(member.get("username", "")) is None:
@@ -271,6 +279,7 @@ def _load_product(mesh: Mesh, folder: Path, problems: ProblemList, cache: ValidC
         tier=tier if tier in TIERS else "gold", status=data.get("status", ""), version=str(data.get("version", "")),
         description=data.get("description") or {}, tags=data.get("tags") or [], team=team,
         inputs=inputs, outputs=outputs, folder=folder, file=rel, document=data,
+        engine=engine if engine in ENGINES else None,
     )
 
 

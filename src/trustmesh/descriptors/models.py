@@ -17,6 +17,7 @@ DOMAIN_ROLES = ["data-owner", "data-domain-steward", "data-product-owner", "deve
 MESH_ROLES = ["governance-admin", "auditor"]
 PRODUCT_KINDS = ["source-aligned", "aggregated", "consumer-aligned"]
 TIERS = ["bronze", "silver", "gold"]
+ENGINES = ["duckdb", "spark"]
 PURPOSE_CATEGORIES = ["policy-analysis", "research", "statistics", "operations", "service-delivery",
                       "audit-and-compliance", "product-input"]
 
@@ -53,11 +54,19 @@ class Governance(Strict):
     glossary: list[GlossaryTerm] = []
 
 
+class SparkSettings(Strict):
+    """Where the spark engine runs: local mode on this machine by default, or a cluster's master URL."""
+
+    master: str = "local[*]"  # spark://host:7077, yarn, k8s://…, or local[N]
+    conf: dict[str, str] = {}  # extra Spark settings, e.g. spark.executor.memory: 8g
+
+
 class Platform(Strict):
     metastore: str = "sqlite:///.trustmesh/metastore.db"
     metastore_env: str = Field("TRUSTMESH_METASTORE_URL", alias="metastoreEnv")
     warehouse: str = ".trustmesh/warehouse"
-    engine: Literal["duckdb"] = "duckdb"
+    engine: Literal["duckdb", "spark"] = "duckdb"  # a product may choose its own (customProperties: engine)
+    spark: SparkSettings = Field(default_factory=SparkSettings)
     openlineage_url: str | None = Field(None, alias="openlineageUrl")  # else events go to a JSONL file
     openlineage_api_key_env: str | None = Field(None, alias="openlineageApiKeyEnv")
     oidc: Oidc | None = None
@@ -265,6 +274,7 @@ class Product(BaseModel):
     folder: Path
     file: str
     document: dict[str, Any]
+    engine: str | None = None  # None: the mesh's platform.engine
 
     def input_named(self, name: str) -> InputPort | None:
         return next((p for p in self.inputs if p.name == name), None)

@@ -64,16 +64,21 @@ class Engine(Protocol):
 
 
 def get_engine(name: str, allowed_directories: list[str] | None = None,
-               token_key: Callable[[str], bytes] | None = None) -> Engine:
+               token_key: Callable[[str], bytes] | None = None, settings: dict[str, Any] | None = None) -> Engine:
     """The engine registered under `name` (imported lazily: heavy engines cost nothing until used).
 
     `allowed_directories`: the only places its sessions may read or write (the mesh and the warehouse).
+    `settings`: the engine's own (for spark: master and conf).
     """
     if name == "duckdb":
         from trustmesh.engines.duckdb import DuckDBEngine
 
         return DuckDBEngine(allowed_directories, token_key)
-    raise UsageError(f"unknown engine {name!r} — fix: set platform.engine in mesh.yaml to one of: duckdb")
+    if name == "spark":
+        from trustmesh.engines.spark import SparkEngine
+
+        return SparkEngine(allowed_directories, token_key, **(settings or {}))
+    raise UsageError(f"unknown engine {name!r} — fix: set platform.engine in mesh.yaml to one of: duckdb, spark")
 
 
 LOGICAL_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -83,7 +88,7 @@ LOGICAL_FAMILIES: dict[str, tuple[str, ...]] = {
     "boolean": ("boolean",),
     "date": ("date",),
     "timestamp": ("timestamp",),
-    "time": ("time",),
+    "time": ("time", "string"),  # published as ISO text: Spark cannot read Parquet TIME
     "array": ("array",),
     "object": ("object",),
 }

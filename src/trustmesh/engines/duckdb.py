@@ -35,6 +35,7 @@ _PUBLISH_OVERRIDES = {  # types Iceberg (and Spark) cannot read as DuckDB writes
     "TIMESTAMP_S": "TIMESTAMP",
     "UUID": "VARCHAR",
     "INTERVAL": "VARCHAR",
+    "TIME": "VARCHAR",  # ISO 'HH:MM:SS[.ffffff]': Spark has no TIME type to read Parquet's into
 }
 DEFAULT_TYPES = {  # the DuckDB type standing for an ODCS logical type when a contract gives no physicalType
     "integer": "BIGINT", "number": "DOUBLE", "string": "VARCHAR", "boolean": "BOOLEAN", "date": "DATE",
@@ -255,28 +256,37 @@ class DuckDBEngine:
         return quote(identifier)
 
     def logical_type(self, engine_type: str) -> str:
-        """DuckDB's type name → the ODCS logical type family it belongs to."""
-        t = engine_type.upper().strip()
-        if t.endswith("]") or t.startswith("LIST"):
-            return "array"
-        if t.startswith(("STRUCT", "MAP", "JSON", "UNION")):
-            return "object"
-        if _INTEGER.match(t):
-            return "integer"
-        if _NUMBER.match(t):
-            return "number"
-        if t == "BOOLEAN":
-            return "boolean"
-        if t == "DATE":
-            return "date"
-        if t.startswith("TIMESTAMP"):
-            return "timestamp"
-        if t.startswith("TIME"):
-            return "time"
-        return "string"
+        return logical_type(engine_type)
 
     def publish_type(self, engine_type: str, physical_type: str | None) -> str | None:
-        """The type a column is cast to on publish, or None to keep it as it is."""
-        if physical_type:
-            return physical_type
-        return _PUBLISH_OVERRIDES.get(engine_type.upper())
+        return publish_type(engine_type, physical_type)
+
+
+def logical_type(engine_type: str) -> str:
+    """A DuckDB type name → the ODCS logical type family it belongs to."""
+    t = engine_type.upper().strip()
+    if t.endswith("]") or t.startswith("LIST"):
+        return "array"
+    if t.startswith(("STRUCT", "MAP", "JSON", "UNION")):
+        return "object"
+    if _INTEGER.match(t):
+        return "integer"
+    if _NUMBER.match(t):
+        return "number"
+    if t == "BOOLEAN":
+        return "boolean"
+    if t == "DATE":
+        return "date"
+    if t.startswith("TIMESTAMP"):
+        return "timestamp"
+    if t.startswith("TIME"):
+        return "time"
+    return "string"
+
+
+def publish_type(engine_type: str, physical_type: str | None) -> str | None:
+    """The type a column is cast to on publish (the contract's physicalType, made readable by every engine),
+    or None to keep it as it is."""
+    if physical_type:
+        return _PUBLISH_OVERRIDES.get(physical_type.upper().strip(), physical_type)
+    return _PUBLISH_OVERRIDES.get(engine_type.upper())
