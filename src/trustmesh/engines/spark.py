@@ -147,13 +147,10 @@ def _failure(exc: Exception) -> QueryFailed:
 
 def _quiet_python_loggers() -> None:
     """pyspark logs every failed query with its JVM stack; trustmesh reports the error itself, in one line."""
-    import warnings
-
     from pyspark.logger import PySparkLogger
 
     for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
         PySparkLogger.getLogger(name).disabled = True
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
 
 
 class SparkBuildSession:
@@ -298,6 +295,9 @@ class SparkEngine:
 
     def spark(self) -> Any:
         """The process's Spark session, started on first use (about ten seconds in local mode)."""
+        import warnings
+
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas")
         try:
             from pyspark.sql import SparkSession
         except ImportError as exc:
