@@ -109,6 +109,12 @@ class MetastoreUnavailable(TrustmeshError, ConnectionError):
     http_status = 503
 
 
+class StorageUnavailable(TrustmeshError, ConnectionError):
+    """The warehouse's object storage cannot be used: no credentials, no answer, no such bucket, a failed transfer."""
+
+    http_status = 503
+
+
 @dataclass
 class ProblemList:
     """Collects problems while validating, so all of them are reported at once."""

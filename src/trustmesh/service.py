@@ -28,6 +28,7 @@ from trustmesh.lineage.openlineage import LineageEmitter, default_events_path
 from trustmesh.metastore import Metastore
 from trustmesh.metastore.iceberg import iceberg_catalog, snapshot_files
 from trustmesh.metastore.schema import utcnow
+from trustmesh.metastore.storage import Warehouse
 from trustmesh.privacy.keys import KeyStore
 from trustmesh.validate import check_mesh
 
@@ -94,10 +95,15 @@ class Workspace:
             parsed = parsed.set(database=str(self.root / parsed.database))
         return parsed.render_as_string(hide_password=False)
 
+    @cached_property
+    def storage(self) -> Warehouse:
+        """Where published data lives: the local work folder and, for an s3:// warehouse, its bucket."""
+        return Warehouse.from_platform(self.config.platform, self.root)
+
     @property
     def warehouse(self) -> Path:
-        path = Path(self.config.platform.warehouse)
-        return path if path.is_absolute() else self.root / path
+        """The local warehouse folder: staged candidates, bronze, quarantine, and a remote warehouse's read cache."""
+        return self.storage.local
 
     @cached_property
     def store(self) -> Metastore:
@@ -128,7 +134,7 @@ class Workspace:
         """The Iceberg catalog, opened on first use (a no-change build never imports pyiceberg)."""
         with self._lock:
             if self._iceberg is None:
-                self._iceberg = iceberg_catalog(self.store.url, self.warehouse)
+                self._iceberg = iceberg_catalog(self.store.url, self.storage)
             return self._iceberg
 
     @cached_property
@@ -219,6 +225,7 @@ class Workspace:
     def build(self, selector: str | None = None, *, full: bool = False, progress: Progress | None = None,
               actor: str | None = None) -> BuildResult:
         mesh = self.mesh
+        self.storage.check()  # an object store that does not answer fails the build before anything runs
         events = RunEvents(mesh, self.lineage_emitter())
         ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg, engines=self.engine_named)
         ctx.events = events

@@ -16,7 +16,7 @@ from trustmesh.descriptors import Mesh, Product
 from trustmesh.lineage.model import DatasetLineage
 from trustmesh.lineage.privacy import Finding
 from trustmesh.metastore import Metastore, audit
-from trustmesh.metastore.iceberg import table_identifier
+from trustmesh.metastore.iceberg import catalog_warehouse, table_identifier
 from trustmesh.metastore.registry import register_product
 from trustmesh.metastore.schema import (
     DatasetRow,
@@ -53,6 +53,7 @@ class Candidate:
     report: QualityReport | None = None
     lineage: DatasetLineage | None = None
     snapshot_id: int | None = None
+    published: list[str] = field(default_factory=list)  # the files as the warehouse stores them (s3:// when remote)
 
     @property
     def files(self) -> list[str]:
@@ -70,31 +71,39 @@ class Publication:
 
 
 def commit_snapshots(catalog: Any, candidates: list[Candidate]) -> None:
-    """Phase 1: an Iceberg snapshot per dataset. Not yet served: the metastore still points at the old ones."""
+    """Phase 1: an Iceberg snapshot per dataset. Not yet served: the metastore still points at the old ones.
+
+    A remote warehouse first receives the candidate's files (their local copies move into its read cache)."""
     import pyarrow.parquet as pq
     from pyiceberg.exceptions import NoSuchTableError
     from pyiceberg.expressions import AlwaysTrue
 
+    warehouse = catalog_warehouse(catalog)
     for candidate in candidates:
         identifier = table_identifier(candidate.address)
         files = candidate.files
         schema = pq.read_schema(files[0])
-        catalog.create_namespace_if_not_exists(identifier[:2])
-        try:
-            table = catalog.load_table(identifier)
-        except NoSuchTableError:
-            table = catalog.create_table(identifier, schema=schema)
-        current = {f.name for f in table.schema().fields}
-        wanted = set(schema.names)
-        if current != wanted or table.schema().as_arrow() != schema:
-            with table.update_schema(allow_incompatible_changes=True) as update:
-                for name in current - wanted:
-                    update.delete_column(name)
-                update.union_by_name(schema)
-        with table.transaction() as tx:
-            if table.current_snapshot() is not None:
-                tx.delete(AlwaysTrue())
-            tx.add_files(files, check_duplicate_files=False)
+        with warehouse.errors(f"publishing {candidate.address}"):
+            stored = warehouse.publish(files)
+            if warehouse.is_remote:
+                remove_data_file(Path(candidate.data_file))  # what is left of a folder of part files
+            catalog.create_namespace_if_not_exists(identifier[:2])
+            try:
+                table = catalog.load_table(identifier)
+            except NoSuchTableError:
+                table = catalog.create_table(identifier, schema=schema)
+            current = {f.name for f in table.schema().fields}
+            wanted = set(schema.names)
+            if current != wanted or table.schema().as_arrow() != schema:
+                with table.update_schema(allow_incompatible_changes=True) as update:
+                    for name in current - wanted:
+                        update.delete_column(name)
+                    update.union_by_name(schema)
+            with table.transaction() as tx:
+                if table.current_snapshot() is not None:
+                    tx.delete(AlwaysTrue())
+                tx.add_files(stored, check_duplicate_files=False)
+        candidate.published = stored
         snapshot = table.current_snapshot()
         assert snapshot is not None
         candidate.snapshot_id = snapshot.snapshot_id
@@ -117,7 +126,7 @@ def record_publication(store: Metastore, mesh: Mesh, pub: Publication, duration_
             session.add(VersionRow(
                 dataset=candidate.address, version=number, snapshot_id=candidate.snapshot_id, build_id=pub.build_id,
                 row_count=candidate.rows, published_at=now, contract_version=contract.version if contract else "",
-                columns=candidate.columns, data_files=candidate.files, inputs=pub.inputs,
+                columns=candidate.columns, data_files=candidate.published or candidate.files, inputs=pub.inputs,
                 quality_score=report.score if report else None, quality=report.summary() if report else {},
             ))
             if report:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 NAME_PATTERN = r"^[a-z][a-z0-9_-]*$"
 DATASET_PATTERN = r"^[a-z][a-z0-9_]*$"
@@ -17,6 +18,7 @@ DOMAIN_ROLES = ["data-owner", "data-domain-steward", "data-product-owner", "deve
 MESH_ROLES = ["governance-admin", "auditor"]
 PRODUCT_KINDS = ["source-aligned", "aggregated", "consumer-aligned"]
 TIERS = ["bronze", "silver", "gold"]
+WAREHOUSE_SCHEMES = ["s3"]
 ENGINES = ["duckdb", "spark"]
 PURPOSE_CATEGORIES = ["policy-analysis", "research", "statistics", "operations", "service-delivery",
                       "audit-and-compliance", "product-input"]
@@ -70,6 +72,51 @@ class Platform(Strict):
     openlineage_url: str | None = Field(None, alias="openlineageUrl")  # else events go to a JSONL file
     openlineage_api_key_env: str | None = Field(None, alias="openlineageApiKeyEnv")
     oidc: Oidc | None = None
+    object_storage: ObjectStorage | None = Field(None, alias="objectStorage")  # for an s3:// warehouse
+
+    @field_validator("warehouse")
+    @classmethod
+    def _warehouse_location(cls, value: str) -> str:
+        """A folder path, or s3://bucket/prefix; any other URL scheme is refused, naming what is supported."""
+        scheme, sep, rest = value.partition("://")
+        if not sep:
+            return value
+        if scheme.lower() != "s3":
+            raise PydanticCustomError("warehouse_scheme", "warehouse {value} uses {scheme}://, which is not supported",
+                                      {"value": value, "scheme": scheme, "fix": "use a local folder path, or "
+                                       f"{' or '.join(s + '://bucket/prefix' for s in WAREHOUSE_SCHEMES)} for AWS S3 "
+                                       "or an S3-compatible store (MinIO, Ceph...)"})
+        if not rest.split("/", 1)[0]:
+            raise PydanticCustomError("warehouse_bucket", "warehouse {value} names no bucket",
+                                      {"value": value, "fix": "write it as s3://bucket/prefix, e.g. s3://mesh-data/prod"})
+        return value
+
+    @model_validator(mode="after")
+    def _storage_for_remote(self) -> Platform:
+        if self.object_storage is not None and "://" not in self.warehouse:
+            raise PydanticCustomError("object_storage_unused", "objectStorage is set but the warehouse {value} is a local "
+                                      "folder", {"value": self.warehouse, "fix": "set platform.warehouse to "
+                                                 "s3://bucket/prefix, or remove platform.objectStorage"})
+        return self
+
+
+class ObjectStorage(Strict):
+    """S3-compatible object storage holding an s3:// warehouse. Credentials come from the environment only."""
+
+    endpoint: str | None = None  # e.g. http://127.0.0.1:9000 (MinIO, Ceph, ...); None: AWS S3 itself
+    region: str = "us-east-1"
+    access_key_env: str = Field("AWS_ACCESS_KEY_ID", alias="accessKeyEnv")  # the variable holding the access key
+    secret_key_env: str = Field("AWS_SECRET_ACCESS_KEY", alias="secretKeyEnv")  # ... and the secret key
+
+    @field_validator("endpoint")
+    @classmethod
+    def _endpoint_url(cls, value: str | None) -> str | None:
+        scheme, sep, rest = (value or "").partition("://")
+        if value is not None and (not sep or scheme not in ("http", "https") or not rest.strip("/")):
+            raise PydanticCustomError("endpoint_url", "endpoint {value} is not an http(s) URL",
+                                      {"value": value, "fix": "write it as http://host:port or https://host, e.g. "
+                                       "http://127.0.0.1:9000; leave it out for AWS S3"})
+        return value
 
 
 class Oidc(Strict):
