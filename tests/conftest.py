@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from meshfactory import base_files, grant_product_inputs, write_files
+from meshfactory import (
+    base_files,
+    create_database,
+    created_databases,
+    drop_database,
+    grant_product_inputs,
+    postgres_unavailable,
+    tier_metastore,
+    write_files,
+)
 
 from trustmesh.errors import InvalidMesh, MetastoreUnavailable
 from trustmesh.service import Workspace
 
 REPO = Path(__file__).resolve().parents[1]
 STANDARDS = REPO.parent / "shared" / "standards"
-PG_URL = os.environ.get("TRUSTMESH_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
-# `TRUSTMESH_TEST_METASTORE=postgresql pytest …` puts every mesh `make_mesh` opens on a fresh PostgreSQL database
-METASTORE_TIER = os.environ.get("TRUSTMESH_TEST_METASTORE", "sqlite")
 
 
 @pytest.fixture
@@ -36,17 +40,13 @@ def make_mesh(tmp_path: Path) -> Any:
     workflow, as a mesh's people would do before its first build.
     """
     opened: list[Workspace] = []
-    databases: list[str] = []
+    before = list(created_databases)
 
     def make(files: dict[str, Any] | None = None, metastore_url: str | None = None, grants: bool = True) -> Workspace:
         root = tmp_path / f"mesh{len(opened)}"
         files = copy.deepcopy(files) if files is not None else base_files()
-        if metastore_url is None and METASTORE_TIER == "postgresql" and isinstance(files.get("mesh.yaml"), dict):
-            reason = _postgres_available()
-            if reason:
-                pytest.skip(reason)
-            databases.append(_create_database())  # in mesh.yaml, so the CLI in a subprocess uses it too
-            files["mesh.yaml"].setdefault("platform", {}).setdefault("metastore", databases[-1])
+        if metastore_url is None and isinstance(files.get("mesh.yaml"), dict):
+            tier_metastore(files["mesh.yaml"])
         write_files(root, files)
         ws = Workspace.open(root, metastore_url=metastore_url)
         opened.append(ws)
@@ -58,56 +58,26 @@ def make_mesh(tmp_path: Path) -> Any:
     yield make
     for ws in opened:
         ws.close()
-    for url in databases:
-        _drop_database(url)
+    for url in [u for u in created_databases if u not in before]:
+        drop_database(url)
 
 
-def _postgres_available() -> str | None:
-    try:
-        import psycopg  # noqa: F401
-        from sqlalchemy import create_engine, text
-
-        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:
-        return f"no PostgreSQL server answers at {PG_URL} ({type(exc).__name__}); set TRUSTMESH_TEST_POSTGRES"
+@pytest.fixture(scope="session", autouse=True)
+def _drop_tier_databases() -> Iterator[None]:
+    """Databases made for module-wide meshes (governed_demo) in the PostgreSQL tier go when the session ends."""
+    yield
+    for url in list(created_databases):
+        drop_database(url)
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test, dropped afterwards."""
-    reason = _postgres_available()
+    reason = postgres_unavailable()
     if reason:
         pytest.skip(reason)
-    url = _create_database()
+    url = create_database()
     try:
         yield url
     finally:
-        _drop_database(url)
-
-
-def _create_database() -> str:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = f"trustmesh_test_{uuid.uuid4().hex[:10]}"
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    admin.dispose()
-    return make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-
-
-def _drop_database(url: str) -> None:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
-
-    name = make_url(url).database
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
-    admin.dispose()
+        drop_database(url)

@@ -2,10 +2,74 @@
 
 from __future__ import annotations
 
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 from trustmesh.yamlfile import dump_yaml
+
+PG_URL = os.environ.get("TRUSTMESH_TEST_POSTGRES", "postgresql+psycopg://root@127.0.0.1:5432/postgres")
+# `TRUSTMESH_TEST_METASTORE=postgresql pytest …` puts every test mesh (make_mesh, governed_demo) on a fresh
+# PostgreSQL database of its own, dropped when the test (or the session, for module-wide meshes) ends.
+METASTORE_TIER = os.environ.get("TRUSTMESH_TEST_METASTORE", "sqlite")
+created_databases: list[str] = []  # by create_database, until drop_database
+
+
+def postgres_unavailable() -> str | None:
+    """None when the PostgreSQL server answers, else why not (the reason a test skips with)."""
+    try:
+        import psycopg  # noqa: F401
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(PG_URL, connect_args={"connect_timeout": 3})
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return None
+    except Exception as exc:
+        return f"no PostgreSQL server answers at {PG_URL} ({type(exc).__name__}); set TRUSTMESH_TEST_POSTGRES"
+
+
+def create_database() -> str:
+    """A fresh, empty database on the test server; its URL."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"trustmesh_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    url = make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    created_databases.append(url)
+    return url
+
+
+def drop_database(url: str) -> None:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = make_url(url).database
+    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"))
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+    admin.dispose()
+    if url in created_databases:
+        created_databases.remove(url)
+
+
+def tier_metastore(mesh_yaml: dict[str, Any]) -> None:
+    """In the PostgreSQL tier, point a mesh.yaml at a fresh database (so CLIs in subprocesses use it too)."""
+    if METASTORE_TIER != "postgresql":
+        return
+    import pytest
+
+    reason = postgres_unavailable()
+    if reason:
+        pytest.skip(reason)
+    mesh_yaml.setdefault("platform", {}).setdefault("metastore", create_database())
 
 
 def person(pid: str, *roles: str) -> dict[str, Any]:
@@ -146,6 +210,12 @@ def governed_demo(root: Path) -> Any:
     from trustmesh.service import Workspace
 
     write_demo(root)
+    if METASTORE_TIER == "postgresql":
+        import yaml
+
+        mesh_yaml = yaml.safe_load((root / "mesh.yaml").read_text())
+        tier_metastore(mesh_yaml)
+        (root / "mesh.yaml").write_text(yaml.safe_dump(mesh_yaml, sort_keys=False))
     ws = Workspace.open(root)
     assert seed_access(ws)
     result = ws.build()

@@ -226,3 +226,21 @@ def test_types_spark_cannot_read_from_duckdb_parquet_are_cast_at_publish(make_me
         assert row["ref"] == upstream[row["item_id"]]["ref"] and len(row["ref"]) == 36
         assert row["sold_at"] == upstream[row["item_id"]]["sold_at"]
         assert row["wait"] == upstream[row["item_id"]]["wait"] and row["opens"].startswith("10:30")
+
+
+def test_a_failing_check_on_spark_quarantines_the_part_files_and_keeps_the_previous_version(make_mesh: Any) -> None:
+    from meshfactory import ITEMS_CSV, write_files
+
+    files = _spark_mesh(base_files()["domains/beta/products/stats-dp/sql/daily_sales.sql"])
+    files["domains/alpha/products/shop-dp/contracts/items.odcs.yaml"]["schema"][0]["properties"][2]["quality"] = [
+        {"name": "known-prices", "metric": "invalidValues", "arguments": {"validValues": [0.5, 1.5, 2.0]}, "mustBe": 0}]
+    ws = make_mesh(files)
+    assert ws.build().ok
+    write_files(ws.root, {"domains/alpha/products/shop-dp/data/items.csv": ITEMS_CSV + "4,fig,9.0,2024-01-03\n"})
+    result = ws.build()
+    assert [r.status for r in result.products] == ["failed", "blocked"]
+    assert "'known-prices' failed: invalidValues is 1, expected = 0" in result.products[0].problems[0].message
+    assert ws.catalog.read("alpha.shop-dp.items").num_rows == 3  # version 1 stays served
+    [held] = ws.catalog.quality("alpha.shop-dp.items")["quarantine"]
+    assert held["rows"] == 4 and Path(held["data_file"]).is_dir()
+    assert any(c["name"] == "known-prices" and c["samples"] == [{"item_id": 4, "price": 9.0}] for c in held["checks"])

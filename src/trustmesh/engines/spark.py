@@ -319,7 +319,7 @@ class SparkEngine:
                                   "appender.console.type = Console\nappender.console.name = console\n"
                                   "appender.console.target = SYSTEM_ERR\nappender.console.layout.type = PatternLayout\n"
                                   "appender.console.layout.pattern = spark: %p %c{1}: %m%n\n")
-            conf = {"spark.local.dir": str(self.scratch / "local"),
+            conf = {"spark.local.dir": str(self.scratch / "local"), "spark.sql.warehouse.dir": str(self.scratch / "sql"),
                     "spark.driver.extraJavaOptions": f"-Dlog4j2.configurationFile={log_config.as_uri()}", **self.conf}
             builder = SparkSession.builder.master(self.master).appName("trustmesh")
             for key, value in conf.items():
