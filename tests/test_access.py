@@ -410,14 +410,6 @@ def test_a_withdrawal_that_loses_the_race_to_an_approval_changes_nothing(open_me
 # -- 3. concurrency ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def metastore_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'meta.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
-
-
 def test_twenty_approvers_at_once_make_exactly_one_grant(open_mesh: Callable[..., Workspace],
                                                          metastore_url: str) -> None:
     ws = open_mesh(base_files(), metastore_url=metastore_url, grants=False)

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pytest
 from meshfactory import base_files, column, contract_yaml, domain_yaml, file_input, product_yaml
 from sqlalchemy import text
 
@@ -22,14 +21,6 @@ from trustmesh.service import Workspace
 ITEMS = "alpha.shop-dp.items"
 FLEET = "domains/gamma/products/fleet-dp"
 TIMEOUT = 120
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def metastore_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'meta.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 def run_together(*actions: Callable[[], Any]) -> list[tuple[str, Any]]:
