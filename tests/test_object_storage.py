@@ -332,3 +332,29 @@ def test_a_local_warehouse_is_unchanged(make_mesh: Any) -> None:
     assert len(files) == 1
     assert ws.catalog.version_files(ITEMS)[1] == [str(files[0])]
     assert not (ws.warehouse / "cache").exists()
+
+
+# -- the Spark engine on a bucket ------------------------------------------------------------------------------
+
+
+@pytest.mark.spark
+def test_a_product_built_on_spark_publishes_to_the_bucket_and_feeds_one_on_duckdb(make_mesh: Any, s3_endpoint: str,
+                                                                                 bucket: str) -> None:
+    pytest.importorskip("pyspark", reason="the spark engine needs pyspark (pip install 'trustmesh[spark]')")
+    if shutil.which("java") is None:
+        pytest.skip("no java on PATH: Spark needs Java 17+")
+    files = on_s3(base_files(), s3_endpoint, bucket)
+    files["mesh.yaml"]["platform"]["spark"] = {"master": "local[2]"}
+    files["domains/alpha/products/shop-dp/product.yaml"]["customProperties"].append(
+        {"property": "engine", "value": "spark"})
+    ws: Workspace = make_mesh(files)
+    result = ws.build()
+    assert result.ok, [r.to_dict() for r in result.products]
+    spark_parts = [k for k in objects(s3_endpoint, bucket) if k.startswith(f"{PREFIX}/data/alpha/shop-dp/items/")]
+    assert spark_parts and all(k.endswith(".parquet") and "/part-" in k for k in spark_parts)
+    shutil.rmtree(ws.warehouse / "cache")
+    assert sorted(r["item_id"] for r in clone(ws, ws.root.parent / "clone").catalog.read(
+        "alpha.shop-dp.items").to_pylist()) == [1, 2, 3]
+    daily = ws.catalog.read(DAILY).to_pylist()
+    assert sorted((str(r["sold_on"]), r["items"], r["revenue"]) for r in daily) == [
+        ("2024-01-01", 1, 1.5), ("2024-01-02", 2, 2.5)]
