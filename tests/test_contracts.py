@@ -615,3 +615,13 @@ def test_datacontract_cli_lints_and_tests_the_export(datacontract: Path, tmp_pat
         wrong.write_text(dump_yaml(doc.data))
         code, report = _datacontract_test(datacontract, wrong)
         assert code != 0 and report["result"] == "failed", name
+
+
+def test_an_s3_location_names_one_object_or_the_part_files_of_one_build() -> None:
+    from trustmesh.contracts.export import s3_location
+
+    parts = ["s3://b/m/data/a/p/d/20261204-x.parquet/part-0.parquet", "s3://b/m/data/a/p/d/20261204-x.parquet/part-1.parquet"]
+    assert s3_location(parts[:1], "a.p.d", 1) == parts[0]
+    assert s3_location(parts, "a.p.d", 1) == "s3://b/m/data/a/p/d/20261204-x.parquet/*.parquet"
+    with pytest.raises(UsageError, match="not in one folder of their own"):  # a glob would catch other versions
+        s3_location(["s3://b/m/data/a/p/d/v1.parquet", "s3://b/m/data/a/p/d/v2.parquet"], "a.p.d", 1)

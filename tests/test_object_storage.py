@@ -26,6 +26,7 @@ from test_query import ITEMS, Q_ITEMS, grant, nric_files
 from trustmesh.errors import InvalidMesh, StorageUnavailable
 from trustmesh.query.guard import QueryRefused
 from trustmesh.service import Workspace
+from trustmesh.standards import ODCS, schema_errors
 
 pytest.importorskip("moto.server", reason="moto[server] is not installed: `pip install -e '.[dev]'` to test an S3 "
                                           "warehouse")
@@ -150,6 +151,16 @@ def test_builds_publish_data_files_and_iceberg_metadata_as_objects(s3_mesh: Work
     planned = [t.file.file_path for t in table.scan().plan_files()]
     assert planned == [f"s3://{bucket}/{k}" for k in keys if k.startswith(f"{PREFIX}/data/alpha/shop-dp/items/")]
     assert s3_mesh.catalog.read(ITEMS).num_rows == 3
+
+
+def test_an_exported_contract_points_at_the_bucket_not_the_cache(s3_mesh: Workspace, s3_endpoint: str,
+                                                                   bucket: str) -> None:
+    exported = s3_mesh.export_contract(ITEMS)
+    [server] = exported.document["servers"]
+    [key] = [k for k in objects(s3_endpoint, bucket) if k.startswith(f"{PREFIX}/data/alpha/shop-dp/items/")]
+    assert server["type"] == "s3" and server["format"] == "parquet" and server["endpointUrl"] == s3_endpoint
+    assert server["location"] == f"s3://{bucket}/{key}" and exported.data_files == [server["location"]]
+    assert schema_errors(ODCS, exported.document) == []
 
 
 # -- (b) a downstream product reads the upstream snapshot from the bucket -----------------------------------
@@ -358,3 +369,8 @@ def test_a_product_built_on_spark_publishes_to_the_bucket_and_feeds_one_on_duckd
     daily = ws.catalog.read(DAILY).to_pylist()
     assert sorted((str(r["sold_on"]), r["items"], r["revenue"]) for r in daily) == [
         ("2024-01-01", 1, 1.5), ("2024-01-02", 2, 2.5)]
+    [server] = ws.export_contract("alpha.shop-dp.items").document["servers"]  # the part file, or a glob of them
+    folder = spark_parts[0].rsplit("/", 1)[0]
+    assert folder.endswith(".parquet")  # the build's own folder of part files
+    expected = f"s3://{bucket}/{spark_parts[0]}" if len(spark_parts) == 1 else f"s3://{bucket}/{folder}/*.parquet"
+    assert server["location"] == expected

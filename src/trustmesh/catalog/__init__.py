@@ -205,6 +205,12 @@ class Catalog:
             self._snapshot_files[key] = files
         return row.version, list(files)
 
+    def stored_files(self, address: str, version: int) -> list[str]:
+        """A version's data files as the warehouse stores them (s3:// URIs on object storage), not local copies."""
+        with self.store.session() as s:
+            row = self._version_row(s, address, version)
+            return list(row.data_files) if row is not None else []
+
     def read(self, address: str, version: int | None = None) -> Any:
         """A published version as an Arrow table (for owners and the platform; consumers go through query)."""
         import duckdb

@@ -23,20 +23,25 @@ PROPERTY_ADDRESS = "trustmeshAddress"
 PROPERTY_VERSION = "trustmeshVersion"
 
 
-def export_contract(contract_doc: dict[str, Any], *, address: str, data_files: list[str], version: int) -> dict[str, Any]:
-    """The contract with a `local` Parquet server for version `version`'s files, and the version noted.
+def export_contract(contract_doc: dict[str, Any], *, address: str, data_files: list[str], version: int,
+                    endpoint: str | None = None) -> dict[str, Any]:
+    """The contract with a server for version `version`'s files, and the version noted: `local` for files on
+    disk, `s3` (with `endpoint`, for an S3-compatible store) for a warehouse on object storage.
 
     Servers already in the contract are replaced: the exported document says where *this* version is.
     """
     doc = copy.deepcopy(contract_doc)
     doc["id"] = address
-    doc["servers"] = [{
-        "server": SERVER,
-        "type": "local",
-        "format": "parquet",
-        "path": data_path(data_files, address, version),
-        "description": f"The Parquet data of {address} version {version}, as published by trustmesh.",
-    }]
+    description = f"The Parquet data of {address} version {version}, as published by trustmesh."
+    if data_files and all(f.startswith("s3://") for f in data_files):
+        server: dict[str, Any] = {"server": SERVER, "type": "s3", "format": "parquet",
+                                  "location": s3_location(data_files, address, version), "description": description}
+        if endpoint:
+            server["endpointUrl"] = endpoint
+    else:
+        server = {"server": SERVER, "type": "local", "format": "parquet",
+                  "path": data_path(data_files, address, version), "description": description}
+    doc["servers"] = [server]
     notes = [{"property": PROPERTY_ADDRESS, "value": address},
              {"property": PROPERTY_VERSION, "value": version,
               "description": "The trustmesh version (Iceberg snapshot) whose data files the server points at."}]
@@ -49,6 +54,17 @@ def export_contract(contract_doc: dict[str, Any], *, address: str, data_files: l
                              + "; ".join(f"{'.'.join(map(str, e.absolute_path)) or '(root)'}: {e.message}" for e in errors[:5])
                              + " — fix: `trustmesh validate` the contract and rebuild")
     return doc
+
+
+def s3_location(data_files: list[str], address: str, version: int) -> str:
+    """The object, or a glob of the one candidate folder (a Spark build's part files) that holds only this version."""
+    if len(data_files) == 1:
+        return data_files[0]
+    folder = os.path.commonpath([f.removeprefix("s3://") for f in data_files])
+    if folder.endswith(".parquet") and all(f.removeprefix("s3://").rsplit("/", 1)[0] == folder for f in data_files):
+        return f"s3://{folder}/*.parquet"
+    raise UsageError(f"the {len(data_files)} objects of {address} version {version} are not in one folder of their "
+                     "own, and one ODCS `s3` location cannot name them alone — fix: export a version written as one file")
 
 
 def data_path(data_files: list[str], address: str, version: int) -> str:
