@@ -323,10 +323,11 @@ class Workspace:
         from trustmesh.descriptors.addresses import normalise_address
 
         published = published_contract(self.store, normalise_address(address), version)
-        number, files = self.catalog.version_files(published.address, published.version)
         storage = self.storage
-        if storage.is_remote:  # where the data lives for everyone, not this machine's cache
-            files = self.catalog.stored_files(published.address, number)
+        if storage.is_remote:  # where the data lives for everyone (the bucket), not this machine's cache
+            number, files = self.catalog.stored_files(published.address, published.version)
+        else:
+            number, files = self.catalog.version_files(published.address, published.version)
         document = export_contract(published.document, address=published.address, data_files=files, version=number,
                                    endpoint=storage.settings.endpoint if storage.is_remote else None)
         return ExportedContract(published.address, number, published.contract_version, files, document)

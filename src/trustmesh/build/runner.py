@@ -154,8 +154,7 @@ class BuildResult:
 class Sessions:
     """One open session per engine a build uses, opened when the first product needing it is built."""
 
-    def __init__(self, ctx: BuildContext) -> None:
-        self.ctx = ctx
+    def __init__(self) -> None:
         self.open: dict[str, EngineSession] = {}
 
     def of(self, engine: Engine) -> EngineSession:
@@ -190,7 +189,7 @@ def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
     """
     progress = progress or _Silent()
     order = select(ctx.mesh, selector)
-    sessions = Sessions(ctx)
+    sessions = Sessions()
     try:
         with ctx.store.session() as meta:
             changed = [a for a in order if full or not _current(ctx, meta, ctx.mesh.products[a])]

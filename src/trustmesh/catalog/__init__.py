@@ -186,6 +186,24 @@ class Catalog:
 
     def version_files(self, address: str, version: int | None = None) -> tuple[int, list[str]]:
         """The data files of a version (default: the one currently served), planned from its Iceberg snapshot."""
+        row = self._resolved_version(address, version)
+        key = (row.dataset, row.snapshot_id)
+        files = self._snapshot_files.get(key)  # a snapshot is immutable: plan its files once
+        if files is None:
+            files = snapshot_files(self.iceberg(), row.dataset, row.snapshot_id)
+            if len(self._snapshot_files) > 10_000:
+                self._snapshot_files.clear()
+            self._snapshot_files[key] = files
+        return row.version, list(files)
+
+    def stored_files(self, address: str, version: int | None = None) -> tuple[int, list[str]]:
+        """A version's data files as the warehouse stores them (s3:// URIs on object storage), read from the
+        metastore: nothing is planned or downloaded."""
+        row = self._resolved_version(address, version)
+        return row.version, list(row.data_files)
+
+    def _resolved_version(self, address: str, version: int | None) -> VersionRow:
+        """The row of a version (default: the one currently served), or NotFound naming the versions there are."""
         address = normalise_address(address)
         with self.store.session() as s:
             ds = s.get(DatasetRow, address)
@@ -196,20 +214,7 @@ class Catalog:
             if row is None:
                 known = s.scalars(select(VersionRow.version).where(VersionRow.dataset == address)).all()
                 raise NotFound(f"{address} has no version {number} — fix: pick one of {sorted(known) or 'none yet'}")
-        key = (address, row.snapshot_id)
-        files = self._snapshot_files.get(key)  # a snapshot is immutable: plan its files once
-        if files is None:
-            files = snapshot_files(self.iceberg(), address, row.snapshot_id)
-            if len(self._snapshot_files) > 10_000:
-                self._snapshot_files.clear()
-            self._snapshot_files[key] = files
-        return row.version, list(files)
-
-    def stored_files(self, address: str, version: int) -> list[str]:
-        """A version's data files as the warehouse stores them (s3:// URIs on object storage), not local copies."""
-        with self.store.session() as s:
-            row = self._version_row(s, address, version)
-            return list(row.data_files) if row is not None else []
+            return row
 
     def read(self, address: str, version: int | None = None) -> Any:
         """A published version as an Arrow table (for owners and the platform; consumers go through query)."""

@@ -39,10 +39,6 @@ DEFAULT_CONF = {
     "spark.hadoop.mapreduce.fileoutputcommitter.marksuccessfuljobs": "false",
     "spark.hadoop.parquet.enable.summary-metadata": "false",
 }
-_DUCKDB_ONLY_TYPES = {  # DuckDB types Spark has no name for → the type both engines publish
-    **{k: v for k, v in _PUBLISH_OVERRIDES.items() if not k.startswith("TIMESTAMP_")},
-    "TIME": "VARCHAR",
-}
 _SPARK_LOCK = threading.Lock()
 
 
@@ -76,8 +72,8 @@ def _for_spark(node: exp.Expression) -> exp.Expression:
     """DuckDB constructs Spark spells differently, rewritten before sqlglot generates Spark SQL."""
     if isinstance(node, exp.DataType):
         duck = node.sql("duckdb").upper()
-        if duck in _DUCKDB_ONLY_TYPES:
-            return exp.DataType.build(_DUCKDB_ONLY_TYPES[duck], dialect="duckdb")
+        if duck in _PUBLISH_OVERRIDES:
+            return exp.DataType.build(_PUBLISH_OVERRIDES[duck], dialect="duckdb")
     if isinstance(node, exp.RegexpFullMatch):
         pattern = node.expression
         if isinstance(pattern, exp.Literal) and pattern.is_string:  # Java's regexes anchor like RE2's here
@@ -351,8 +347,8 @@ class SparkEngine:
             target.parent.mkdir(parents=True, exist_ok=True)
             view = f"stage_{digest.hexdigest()[:12]}"
             reader.bind_file(view, path, fmt, options, same_as=same_as)
-            casts = [f"CAST({duckdb_quote(c.name)} AS {_DUCKDB_ONLY_TYPES[c.type.upper()]}) AS {duckdb_quote(c.name)}"
-                     if c.type.upper() in _DUCKDB_ONLY_TYPES else duckdb_quote(c.name)
+            casts = [f"CAST({duckdb_quote(c.name)} AS {_PUBLISH_OVERRIDES[c.type.upper()]}) AS {duckdb_quote(c.name)}"
+                     if c.type.upper() in _PUBLISH_OVERRIDES else duckdb_quote(c.name)
                      for c in reader.describe(f"SELECT * FROM {duckdb_quote(view)}")]
             staging = target.with_name(f"{target.stem}.{os.getpid()}.{threading.get_ident()}.tmp")
             reader.write_parquet(f"SELECT {', '.join(casts)} FROM {duckdb_quote(view)}", str(staging))
