@@ -370,6 +370,23 @@ class ApiTokenRow(Base):
     last_used_at: Mapped[datetime | None] = mapped_column()
 
 
+class WebSessionRow(Base):
+    """A signed-in browser: the cookie holds a random id, this row only its SHA-256, the person and the credential
+    the session was started with (an API token's row, or an OIDC ID token's hash), so ending either ends it."""
+
+    __tablename__ = "tm_web_sessions"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+    principal: Mapped[str] = mapped_column(String(200), index=True)
+    credential: Mapped[str] = mapped_column(String(20))  # api-token | oidc
+    token_id: Mapped[int | None] = mapped_column(Integer, index=True)  # tm_api_tokens.id for an API token
+    token_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    ended_at: Mapped[datetime | None] = mapped_column()
+    ended_reason: Mapped[str] = mapped_column(String(200), default="")
+
+
 class PolicyRow(Base):
     """A policy as last applied: its version and content, to tell what changed (migration 0007)."""
 
