@@ -69,10 +69,10 @@ def test_database_source_is_landed_and_rebuilt_only_when_it_changes(make_mesh: A
     con.execute("CREATE TABLE items (item_id INTEGER, name TEXT, price REAL, sold_on TEXT)")
     con.executemany("INSERT INTO items VALUES (?, ?, ?, ?)", [(1, "apple", 1.5, "2024-01-01"), (2, "pear", 2.0, "2024-01-02")])
     con.commit()
-    monkeypatch.setenv("LEGACY_DB_URL", f"sqlite:///{db}")
+    monkeypatch.setenv("ALPHA_LEGACY_DB_URL", f"sqlite:///{db}")
     files = base_files()
     files[f"{SHOP}/product.yaml"]["inputPorts"][0]["customProperties"][0]["value"] = {
-        "type": "database", "urlEnv": "LEGACY_DB_URL", "table": "items"}
+        "type": "database", "urlEnv": "ALPHA_LEGACY_DB_URL", "table": "items"}
     files[f"{SHOP}/sql/items.sql"] = "SELECT item_id, name, price, CAST(sold_on AS DATE) AS sold_on FROM raw_items"
     ws = make_mesh(files)
     assert ws.build().ok
@@ -88,14 +88,14 @@ def test_database_source_is_landed_and_rebuilt_only_when_it_changes(make_mesh: A
 
 
 def test_database_source_without_its_variable(make_mesh: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("NO_SUCH_DB_URL", raising=False)
+    monkeypatch.delenv("ALPHA_NO_SUCH_DB_URL", raising=False)
     files = base_files()
     files[f"{SHOP}/product.yaml"]["inputPorts"][0]["customProperties"][0]["value"] = {
-        "type": "database", "urlEnv": "NO_SUCH_DB_URL", "table": "items"}
+        "type": "database", "urlEnv": "ALPHA_NO_SUCH_DB_URL", "table": "items"}
     ws = make_mesh(files)
     result = ws.build("alpha")
     assert result.products[0].status == "failed"
-    assert "NO_SUCH_DB_URL" in result.products[0].problems[0].fix
+    assert "ALPHA_NO_SUCH_DB_URL" in result.products[0].problems[0].fix
 
 
 def test_glob_sources_read_every_matching_file(make_mesh: Any) -> None:

@@ -227,7 +227,8 @@ class Workspace:
         mesh = self.mesh
         self.storage.check()  # an object store that does not answer fails the build before anything runs
         events = RunEvents(mesh, self.lineage_emitter())
-        ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg, engines=self.engine_named)
+        ctx = BuildContext(mesh, self.store, self.engine, self.warehouse, self.iceberg, engines=self.engine_named,
+                           keys=self.keys.key)
         ctx.events = events
         ctx.access = self.access
         ctx.actor = actor or os.environ.get(USER_ENV) or _os_user()

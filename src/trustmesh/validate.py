@@ -5,17 +5,19 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from trustmesh.descriptors import InputPort, Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import ProductSql, parse_product_sql
-from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, type_fits
-from trustmesh.engines.duckdb import DEFAULT_TYPES, publish_type
+from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, Reach, type_fits
+from trustmesh.engines.duckdb import DEFAULT_TYPES, publish_type, quote
 from trustmesh.errors import Problem
 from trustmesh.plan import cycle_problems
 from trustmesh.quality import QualityRule, compile_quality, dataset_rules
 from trustmesh.quality.freshness import sla_problems
+from trustmesh.sqlguard import PRODUCT, QUALITY_RULE, QueryRefused
 
 
 def view_name(reference: str) -> str:
@@ -23,14 +25,50 @@ def view_name(reference: str) -> str:
     return "in__" + re.sub(r"[^a-z0-9_]", "_", reference.lower())
 
 
-def source_files(product: Product, port: InputPort) -> list[Path]:
-    """The files a file-source input port reads (a glob may match several)."""
-    assert port.source.path is not None
-    pattern = port.source.path
+URL_LIKE = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # s3:, http:, file:, c: ...
+
+
+def source_path_problem(product: Product, port: InputPort) -> str | None:
+    """Why a file source's `path` is not one of the product's own files, or None when it is.
+
+    A product reads files inside its own folder only, judged after `..` and symlinks are resolved: never
+    another product's files, another domain's, the platform's state (`.trustmesh/`, keys, the metastore,
+    the warehouse) or anything outside the mesh, whatever the spelling.
+    """
+    pattern = port.source.path or ""
+    if not pattern.strip():
+        return "the source path is empty"
+    if "\x00" in pattern:
+        return "the source path holds a NUL character"
+    if pattern.startswith(("/", "\\")) or Path(pattern).is_absolute():
+        return f"source path {pattern!r} is absolute"
+    if pattern.startswith("~"):
+        return f"source path {pattern!r} names a home folder"
+    if URL_LIKE.match(pattern):
+        return f"source path {pattern!r} is a URL, not a file of the product"
+    if any(part == ".." for part in re.split(r"[/\\]", pattern)):
+        return f"source path {pattern!r} climbs out with '..'"
+    folder = product.folder.resolve()
+    for found in _matches(product, pattern):
+        if not found.resolve().is_relative_to(folder):
+            return f"source path {pattern!r} leads to {found.resolve()}, outside the product folder"
+    return None
+
+
+def _matches(product: Product, pattern: str) -> list[Path]:
     if any(ch in pattern for ch in "*?["):
         return sorted(p for p in product.folder.glob(pattern) if p.is_file())
     path = product.folder / pattern
     return [path] if path.is_file() else []
+
+
+def source_files(product: Product, port: InputPort) -> list[Path]:
+    """The files a file-source input port reads (a glob may match several), resolved, and only while every one
+    is the product's own (see `source_path_problem`): a path that leads anywhere else reads nothing."""
+    assert port.source.path is not None
+    if source_path_problem(product, port) is not None:
+        return []
+    return [p.resolve() for p in _matches(product, port.source.path)]
 
 
 def file_argument(product: Product, port: InputPort) -> list[str]:
@@ -65,22 +103,29 @@ def resolve_views(product: Product, sql: ProductSql) -> tuple[dict[str, InputPor
     return resolved, problems
 
 
-def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None, *,
-               session: EngineSession | None = None) -> list[Problem]:
-    """Every cross-file problem of the mesh (or of the given products), all at once."""
+def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None) -> list[Problem]:
+    """Every cross-file problem of the mesh (or of the given products), all at once.
+
+    A product's SQL and quality rules are dry-run on a session that opens no file at all: every input is an
+    empty, typed stand-in (a file source typed by the platform's own reader), so validating a product can
+    read nothing of any product's data, its own included.
+    """
     problems = list(cycle_problems(mesh)) + access_problems(mesh)
     datasets = mesh.datasets
-    own = session is None
-    session = session or engine.session()
-    try:
-        for address in sorted(mesh.products) if products is None else products:
-            product = mesh.products[address]
-            problems += _check_inputs(mesh, product, datasets)
-            for output in product.outputs:
-                problems += check_output(mesh, engine, session, product, output)
-    finally:
-        if own:
-            session.close()
+    from trustmesh.engines.duckdb import DuckDBSession
+
+    with tempfile.TemporaryDirectory(prefix="trustmesh-validate-") as scratch:
+        reader = DuckDBSession([str(mesh.root)])
+        dry = engine.session(Reach(scratch=scratch))
+        try:
+            for address in sorted(mesh.products) if products is None else products:
+                product = mesh.products[address]
+                problems += _check_inputs(mesh, product, datasets)
+                for output in product.outputs:
+                    problems += check_output(mesh, engine, dry, product, output, reader)
+        finally:
+            dry.close()
+            reader.close()
     return problems
 
 
@@ -163,9 +208,12 @@ def _check_inputs(mesh: Mesh, product: Product, datasets: dict[str, OutputDatase
                 problems.append(Problem(product.file, f"contractId {port.contract_id!r} is not the contract of {ref}",
                                         where, fix=f"set `contractId: {ref}`"))
         elif port.source.type == "file":
-            if not _inside(mesh.root, product.folder / (port.source.path or "")):
-                problems.append(Problem(product.file, f"source path {port.source.path!r} is outside the mesh folder", where,
-                                        fix="keep source files inside the mesh repo (a path relative to the product folder)"))
+            outside = source_path_problem(product, port)
+            if outside is not None:
+                problems.append(Problem(product.file, f"{outside}: a product reads only files inside its own folder",
+                                        where, fix="put the file in the product folder (e.g. data/) and give its path "
+                                        "relative to product.yaml; another product's data is read through its output "
+                                        "port and a grant"))
             elif not source_files(product, port):
                 rel = f"{product.file.rsplit('/', 1)[0]}/{port.source.path}"
                 problems.append(Problem(product.file, f"source file {rel} not found", where,
@@ -173,11 +221,24 @@ def _check_inputs(mesh: Mesh, product: Product, datasets: dict[str, OutputDatase
             elif source_format(port) not in ("csv", "parquet", "json"):
                 problems.append(Problem(product.file, f"cannot tell the format of {port.source.path!r}", where,
                                         fix="add `format: csv | parquet | json` to the source"))
+        elif port.source.type == "database":
+            env = port.source.url_env or ""
+            prefix = env_prefix(product.domain)
+            if not env.startswith(prefix) or not re.fullmatch(r"[A-Z][A-Z0-9_]*", env):
+                problems.append(Problem(product.file, f"urlEnv {env!r} is not one of the {product.domain} domain's "
+                                        f"variables: a domain names only variables starting with {prefix}", where,
+                                        fix=f"ask the platform team to export the URL as {prefix}<NAME> (e.g. "
+                                        f"{prefix}DB_URL) and name that; the platform's own variables are never a source"))
     return problems
 
 
-def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: dict[str, InputPort]) -> list[Problem]:
-    """Bind every input as a view the engine can type-check against, without building anything."""
+def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: dict[str, InputPort],
+                  reader: EngineSession) -> list[Problem]:
+    """Bind every input as an empty, typed view the engine can type-check against, without reading data.
+
+    A file source is typed by `reader` (the platform's reader over the product's own files), never by the
+    session that runs the product's SQL.
+    """
     problems = []
     for ref, port in ports.items():
         view = view_name(ref)
@@ -194,10 +255,13 @@ def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: d
             if not files:
                 continue
             try:
-                session.bind_file(view, file_argument(product, port), source_format(port), port.source.options)
+                reader.bind_file(view, file_argument(product, port), source_format(port), port.source.options)
+                session.bind_empty(view, reader.describe(f"SELECT * FROM {quote(view)}"))
             except (QueryFailed, ValueError) as exc:
                 problems.append(Problem(product.file, f"cannot read source {port.source.path}: {_first_line(exc)}",
                                         f"inputPorts[{port.name}]", fix="check the file and the source options"))
+            finally:
+                reader.drop_view(view)
         elif port.source.type == "database" and not os.environ.get(port.source.url_env or ""):
             problems.append(Problem(product.file, f"${port.source.url_env} is not set; the query's columns from "
                                     f"{port.source.table} were not checked", f"inputPorts[{port.name}]",
@@ -205,7 +269,9 @@ def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: d
     return problems
 
 
-def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Product, output: OutputDataset) -> list[Problem]:
+def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Product, output: OutputDataset,
+                 reader: EngineSession) -> list[Problem]:
+    """One dataset's SQL: it parses, reads only its own inputs, fits its contract; its quality rules run."""
     if output.sql is None:
         return []
     error = session.syntax_error(output.sql)
@@ -222,16 +288,26 @@ def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Pr
     ports, problems = resolve_views(product, sql)
     if problems or output.contract is None:
         return problems
-    problems = bind_standins(mesh, session, product, ports)
-    if any(p.severity == "error" for p in problems) or any(p.source.type == "database" for p in ports.values()):
-        return problems
+    views = {ref: view_name(ref) for ref in ports}
     try:
-        described = session.describe(sql.bind({ref: view_name(ref) for ref in ports}))
-    except QueryFailed as exc:
-        return [*problems, Problem(output.sql_file, f"the query fails: {_first_line(exc)}",
-                                   fix="correct the SQL; column and input names must exist")]
-    problems += compare_columns(engine, output, described)
-    return problems + check_quality_rules(mesh, engine, session, output, described)
+        problems = bind_standins(mesh, session, product, ports, reader)
+        if any(p.severity == "error" for p in problems) or any(p.source.type == "database" for p in ports.values()):
+            return problems
+        bound = sql.bind(views)
+        try:
+            session.check_read(bound, set(views.values()), PRODUCT)
+            described = session.describe(bound)
+        except QueryRefused as exc:
+            return [*problems, Problem(output.sql_file, f"the query is refused: {exc}",
+                                       fix="read only the product's input ports, with side-effect-free functions")]
+        except QueryFailed as exc:
+            return [*problems, Problem(output.sql_file, f"the query fails: {_first_line(exc)}",
+                                       fix="correct the SQL; column and input names must exist")]
+        problems += compare_columns(engine, output, described)
+        return problems + check_quality_rules(mesh, engine, session, output, described)
+    finally:
+        for view in views.values():
+            session.drop_view(view)
 
 
 def check_quality_rules(mesh: Mesh, engine: Engine, session: EngineSession, output: OutputDataset,
@@ -244,12 +320,29 @@ def check_quality_rules(mesh: Mesh, engine: Engine, session: EngineSession, outp
         return problems
     relation = f"qc__{output.name}"
     session.bind_empty(relation, described)
+    try:
+        return _run_rules(engine, session, output, rules, relation)
+    finally:
+        session.drop_view(relation)
+
+
+def _run_rules(engine: Engine, session: EngineSession, output: OutputDataset, rules: list[QualityRule],
+               relation: str) -> list[Problem]:
+    """Each rule over the empty relation, business SQL rules checked by the engine's own parser first."""
+    assert output.contract is not None
     compiled = compile_quality(rules, relation, engine.quote, dataset=output.name, address=output.address)
     problems = [Problem(output.contract.file, p.message, p.path, fix=p.fix) for p in compiled.problems]
     statements = [(None, compiled.scan_sql)] + [(rule, sql) for rule, sql in compiled.sql_rules]
     for rule, sql in statements:
         try:
+            if rule is not None:
+                session.check_read(sql, {relation}, QUALITY_RULE)
             session.query(sql)  # run over the empty relation: some engines check a regex only when they run it
+        except QueryRefused as exc:
+            assert rule is not None
+            problems.append(Problem(output.contract.file, f"quality rule {rule.name!r} is refused: {exc}",
+                                    f"schema[{output.name}].quality[{rule.name}]",
+                                    fix="a `type: sql` rule is one SELECT over this dataset, written as ${table}"))
         except QueryFailed as exc:
             culprits = [rule] if rule else _failing_rules(engine, session, rules, relation)
             for culprit in culprits:
@@ -301,8 +394,9 @@ def compare_columns(engine: Engine, output: OutputDataset, described: list[Colum
     return problems
 
 
-def _inside(root: Path, path: Path) -> bool:
-    return path.resolve().is_relative_to(root.resolve())
+def env_prefix(domain: str) -> str:
+    """The environment variables a domain's database sources may name: `BTS_…` for bts, `TRANSPORT_TC_…`."""
+    return re.sub(r"[^A-Z0-9]", "_", domain.upper()) + "_"
 
 
 def _first_line(exc: BaseException) -> str:

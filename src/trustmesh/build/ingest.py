@@ -11,7 +11,6 @@ from pathlib import Path
 from sqlalchemy.orm import Session
 
 from trustmesh.descriptors import InputPort, Product
-from trustmesh.engines import EngineSession
 from trustmesh.errors import BuildFailed, Problem
 from trustmesh.metastore.schema import SourceStampRow
 from trustmesh.validate import source_files, source_format
@@ -80,7 +79,7 @@ def land_file(product: Product, port: InputPort, fingerprint: str, bronze: Path)
                        {str(t): f"{product.file.rsplit('/', 1)[0]}/{s.name}" for t, s in zip(targets, sources, strict=True)})
 
 
-def land_database(engine_session: EngineSession, product: Product, port: InputPort, bronze: Path) -> LandedInput:
+def land_database(product: Product, port: InputPort, bronze: Path) -> LandedInput:
     """Copy a table from a SQLAlchemy-reachable database into bronze; its content hash is its fingerprint."""
     import pyarrow as pa
     import pyarrow.parquet as pq

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -12,8 +14,10 @@ from typing import Any, Protocol
 
 import sqlglot
 
-from trustmesh.access.model import Directory
-from trustmesh.access.policy import Authorizer
+from trustmesh.access.model import DatasetInfo, Directory
+from trustmesh.access.policy import Authorizer, GrantTerms
+from trustmesh.access.views import PolicyRelation, apply_policy
+from trustmesh.access.views import select as policy_select
 from trustmesh.access.workflow import AccessService
 from trustmesh.build.events import RunEvents
 from trustmesh.build.fingerprint import Fingerprint, fingerprint, is_current
@@ -28,9 +32,10 @@ from trustmesh.build.publish import (
     remove_data_file,
 )
 from trustmesh.contracts.compat import breaking_change_problems
-from trustmesh.descriptors import Mesh, OutputDataset, Product
+from trustmesh.descriptors import InputPort, Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import parse_product_sql
-from trustmesh.engines import Engine, EngineSession, QueryFailed
+from trustmesh.engines import Engine, EngineSession, QueryFailed, Reach
+from trustmesh.engines.duckdb import DuckDBSession, literal
 from trustmesh.errors import BuildFailed, InvalidMesh, Problem
 from trustmesh.lineage.extract import extract_lineage
 from trustmesh.lineage.privacy import lineage_findings
@@ -39,15 +44,18 @@ from trustmesh.metastore.iceberg import snapshot_files
 from trustmesh.metastore.registry import register_domains
 from trustmesh.metastore.schema import BuildRow, ProductBuildRow, utcnow
 from trustmesh.plan import select, upstream_graph
+from trustmesh.privacy.masking import register_keyed_functions
 from trustmesh.quality import dataset_rules, run_quality
+from trustmesh.sqlguard import INTERNAL_PREFIX, PRODUCT, QueryRefused
 from trustmesh.validate import (
     check_mesh,
     compare_columns,
-    file_argument,
     resolve_views,
     source_format,
     view_name,
 )
+
+KEYED = f"{INTERNAL_PREFIX}_keyed"  # the keyed hash of pseudonymised inputs: keys stay in Python
 
 
 @dataclass
@@ -65,6 +73,8 @@ class BuildContext:
     _authorizer: Authorizer | None = None
     blocked: dict[str, list[Problem]] = field(default_factory=dict)  # products a policy error keeps from publishing
     engines: Callable[[str], Engine] | None = None  # engines by name, for products that choose their own
+    keys: Callable[[str], bytes] | None = None  # pseudonymisation keys, for inputs a grant masks that way
+    _grants: dict[str, list[GrantTerms]] | None = None
 
     def engine_for(self, product: Product) -> Engine:
         """The engine that builds `product`: its own choice (customProperties: engine), else the mesh's."""
@@ -79,44 +89,62 @@ class BuildContext:
             self._authorizer = self.access.authorizer(directory=Directory.from_mesh(self.mesh))
         return self._authorizer
 
+    def grants(self, principal: str) -> list[GrantTerms]:
+        """The active grants of one principal (a product), as they stood when the build started."""
+        if self._grants is None:
+            self._grants = {}
+            for grant in self.access.active_grants() if self.access else []:
+                self._grants.setdefault(grant.principal, []).append(grant)
+        return self._grants.get(principal, [])
+
 
 @dataclass(frozen=True)
 class InputAccess:
-    """What a product may read of another domain's dataset: the columns in the clear, the ones withheld."""
+    """What a product may read of another domain's dataset: exactly what a person with the same grant reads
+    through the gateway (columns withheld, masked as granted, rows filtered, aggregates only)."""
 
     address: str
     columns: list[str]
     withheld: dict[str, str]  # column → mask | deny
     policies: list[str]
+    relation: PolicyRelation
+    dataset: DatasetInfo
 
 
 def input_access(ctx: BuildContext, product: Product) -> dict[str, InputAccess]:
     """A product reading another domain's output port is a consumer: it needs an active grant, like anyone.
 
-    Columns the grant does not cover are withheld from the product's SQL, and so is personal data the
-    grant does not unmask. Raises BuildFailed, naming the request to file, when there is no grant.
+    Its input is the policy relation the gateway would serve a person holding the same grant. Raises
+    BuildFailed, naming the request to file, when there is no grant or the grant leaves nothing to read.
     """
     authorizer = ctx.authorizer()
     if authorizer is None:
         return {}
     directory = authorizer.directory
     principal = directory.principals[product.address]
+    now = ctx.access.clock() if ctx.access else utcnow()
     found: dict[str, InputAccess] = {}
     for address in product.upstream_addresses:
         ds = directory.datasets.get(address)
         if ds is None or ds.domain == product.domain:
             continue
-        decision = authorizer.explain(principal, ds, ctx.access.clock() if ctx.access else utcnow())
+        decision = authorizer.explain(principal, ds, now)
+        fix = (f"a {product.domain} data product owner asks: `trustmesh access request {address} --for "
+               f"{product.address} --purpose '...' --purpose-category product-input --days 365`, and a "
+               f"{ds.domain} steward approves it")
         if not decision.allowed:
             raise BuildFailed(product.address, f"no grant to read {address} of the {ds.domain} domain", [Problem(
                 product.file, f"{product.address} reads {address} of another domain without an active grant: "
-                f"{decision.reason}",
-                fix=f"a {product.domain} data product owner asks: `trustmesh access request {address} --for "
-                    f"{product.address} --purpose '...' --purpose-category product-input --days 365`, and a "
-                    f"{ds.domain} steward approves it")])
+                f"{decision.reason}", fix=fix)])
+        relation = PolicyRelation(address, 0, [], view_name(address), policies=decision.policies)
+        try:
+            apply_policy(relation, ds, decision, principal, directory, ctx.grants(product.address), now)
+        except QueryRefused as exc:
+            raise BuildFailed(product.address, f"nothing of {address} is readable", [Problem(
+                product.file, f"{product.address} may read {address}, but {exc}", fix=fix)]) from exc
         clear = [c for c, v in decision.columns.items() if v == "allow"]
         withheld = {c: v for c, v in decision.columns.items() if v != "allow"}
-        found[address] = InputAccess(address, clear, withheld, decision.policies)
+        found[address] = InputAccess(address, clear, withheld, decision.policies, relation, ds)
     return found
 
 
@@ -151,23 +179,6 @@ class BuildResult:
                 "warnings": self.warnings}
 
 
-class Sessions:
-    """One open session per engine a build uses, opened when the first product needing it is built."""
-
-    def __init__(self) -> None:
-        self.open: dict[str, EngineSession] = {}
-
-    def of(self, engine: Engine) -> EngineSession:
-        if engine.name not in self.open:
-            self.open[engine.name] = engine.session()
-        return self.open[engine.name]
-
-    def close(self) -> None:
-        for session in self.open.values():
-            session.close()
-        self.open.clear()
-
-
 class Progress(Protocol):
     def started(self, address: str, steps: int) -> None: ...
     def step(self, address: str, what: str) -> None: ...
@@ -189,21 +200,16 @@ def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
     """
     progress = progress or _Silent()
     order = select(ctx.mesh, selector)
-    sessions = Sessions()
-    try:
-        with ctx.store.session() as meta:
-            changed = [a for a in order if full or not _current(ctx, meta, ctx.mesh.products[a])]
-            problems = breaking_change_problems(meta, ctx.mesh, changed)
-        problems += check_mesh(ctx.mesh, ctx.engine, changed, session=sessions.of(ctx.engine))
-        if any(p.severity == "error" for p in problems):
-            raise InvalidMesh(problems, "nothing was built: the mesh is not valid")
-        return _run(ctx, sessions, order, selector, full, progress)
-    finally:
-        sessions.close()
+    with ctx.store.session() as meta:
+        changed = [a for a in order if full or not _current(ctx, meta, ctx.mesh.products[a])]
+        problems = breaking_change_problems(meta, ctx.mesh, changed)
+    problems += check_mesh(ctx.mesh, ctx.engine, changed)
+    if any(p.severity == "error" for p in problems):
+        raise InvalidMesh(problems, "nothing was built: the mesh is not valid")
+    return _run(ctx, order, selector, full, progress)
 
 
-def _run(ctx: BuildContext, sessions: Sessions, order: list[str], selector: str | None, full: bool,
-         progress: Progress) -> BuildResult:
+def _run(ctx: BuildContext, order: list[str], selector: str | None, full: bool, progress: Progress) -> BuildResult:
     """Build products one after another on the engine, while a publisher thread commits finished ones.
 
     Publishing (Iceberg snapshots, the metastore transaction) overlaps the next product's SQL; a product
@@ -233,7 +239,7 @@ def _run(ctx: BuildContext, sessions: Sessions, order: list[str], selector: str 
                 outcome = _done(ProductResult(address, "blocked", message=f"upstream {', '.join(bad)} failed; "
                                               "the previous version stays served"))
             else:
-                outcome = _build_product(ctx, sessions, product, build_id, full, progress, publisher)
+                outcome = _build_product(ctx, product, build_id, full, progress, publisher)
             outcome.add_done_callback(finish)
             outcomes[address] = outcome
         results = [outcomes[a].result() for a in order]
@@ -256,7 +262,8 @@ def _fingerprint(ctx: BuildContext, meta: Any, product: Product, access: dict[st
     """The product's fingerprint, counting what its grants let it read: a changed grant rebuilds it."""
     fp = fingerprint(ctx.mesh, meta, product, ctx.engine_for(product).name)
     for address, granted in sorted(access.items()):
-        fp.digest.update(f"access {address} {granted.columns} {sorted(granted.withheld.items())}".encode())
+        fp.digest.update(f"access {address} {granted.columns} {sorted(granted.withheld.items())} "
+                         f"{granted.relation.terms()}".encode())
     return fp
 
 
@@ -280,9 +287,14 @@ def _record_failure(store: Metastore, build_id: str, result: ProductResult) -> N
                                     message=result.message, duration_s=result.duration_s, finished_at=utcnow()))
 
 
-def _build_product(ctx: BuildContext, sessions: Sessions, product: Product, build_id: str, full: bool,
-                   progress: Progress, publisher: ThreadPoolExecutor) -> Future[ProductResult]:
-    """Land, transform and check on this thread; hand the checked candidates to the publisher."""
+def _build_product(ctx: BuildContext, product: Product, build_id: str, full: bool, progress: Progress,
+                   publisher: ThreadPoolExecutor) -> Future[ProductResult]:
+    """Land, transform and check on this thread; hand the checked candidates to the publisher.
+
+    The product's SQL runs on a session of its own that can open only the product's reach: its landed
+    inputs, the upstream files it may read (another domain's as the grant's policy relation), its
+    candidates and a scratch folder removed afterwards.
+    """
     started = time.perf_counter()
 
     def outcome(status: str, **kw: Any) -> Future[ProductResult]:
@@ -292,6 +304,7 @@ def _build_product(ctx: BuildContext, sessions: Sessions, product: Product, buil
     access: dict[str, InputAccess] = {}
     engine = ctx.engine_for(product)
     session: EngineSession | None = None
+    scratch = ctx.warehouse / "tmp" / build_id / product.address
     try:
         access = input_access(ctx, product)
         with ctx.store.session() as meta:
@@ -303,19 +316,23 @@ def _build_product(ctx: BuildContext, sessions: Sessions, product: Product, buil
             return outcome("failed", message=f"{len(problems)} governance policy error(s) block publishing; the "
                            "previous version stays served (see `trustmesh check`)", problems=problems)
         run = ctx.events.start(product) if ctx.events else None
-        session = sessions.of(engine)
-        origins = _bind_inputs(ctx, session, product, fp, progress, access)
+        scratch.mkdir(parents=True, exist_ok=True)
+        inputs = _gather_inputs(ctx, product, fp, progress, access, scratch)
         if fp.unread and not full:
             with ctx.store.session() as meta:
                 fp.unread = []
                 if is_current(meta, product, fp):
                     return outcome("skipped", message="unchanged since the last build")
+        candidates_at = [str(data_file_path(ctx.warehouse, o.address, build_id).parent) for o in product.outputs]
+        for folder in candidates_at:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        session = engine.session(Reach(str(scratch), tuple(f for i in inputs for f in i.files), tuple(candidates_at)))
+        for bound in inputs:
+            bound.bind(session)
         session.token_purposes = {p.name: p.key_id for p in ctx.mesh.config.linkage if product.domain in p.domains}
-        try:
-            candidates = [_transform(ctx, engine, session, product, output, build_id, progress, origins, access)
-                          for output in product.outputs]
-        finally:
-            session.token_purposes = {}
+        origins = {copy: origin for i in inputs for copy, origin in i.origins.items()}
+        candidates = [_transform(ctx, engine, session, product, output, build_id, progress, origins, access)
+                      for output in product.outputs]
     except BuildFailed as exc:
         for output in product.outputs:  # candidates of datasets that passed are never published now
             remove_data_file(data_file_path(ctx.warehouse, output.address, build_id))
@@ -324,9 +341,9 @@ def _build_product(ctx: BuildContext, sessions: Sessions, product: Product, buil
         return outcome("failed", message=str(exc).split("\n")[0].removeprefix(f"{product.address}: "),
                        problems=exc.problems)
     finally:
-        for output in product.outputs:
-            if session is not None:
-                session.drop_view(f"cand__{output.name}")
+        if session is not None:
+            session.close()
+        shutil.rmtree(scratch, ignore_errors=True)
 
     findings = lineage_findings(ctx.mesh, product, [c.lineage for c in candidates if c.lineage is not None])
 
@@ -344,33 +361,87 @@ def _build_product(ctx: BuildContext, sessions: Sessions, product: Product, buil
     return publisher.submit(publish)
 
 
-def _bind_inputs(ctx: BuildContext, session: EngineSession, product: Product, fp: Fingerprint,
-                 progress: Progress, access: dict[str, InputAccess]) -> dict[str, str]:
-    """Land external inputs as bronze and bind every input as a view; reads database inputs into `fp`.
+@dataclass
+class BoundInput:
+    """One input of the product being built: the view its SQL reads, and the files behind it."""
 
-    Returns where each bronze file came from, so errors name the user's file, not the copy.
+    views: list[str]
+    files: list[str]
+    kind: str  # file | parquet
+    columns: list[str] | None = None
+    port: InputPort | None = None
+    origins: dict[str, str] = field(default_factory=dict)  # bronze copy → the source file it came from
+
+    def bind(self, session: EngineSession) -> None:
+        for view in self.views:
+            if self.kind == "file":
+                assert self.port is not None
+                session.bind_file(view, self.files, source_format(self.port), self.port.source.options)
+            else:
+                session.bind_parquet(view, self.files, self.columns)
+
+
+def _gather_inputs(ctx: BuildContext, product: Product, fp: Fingerprint, progress: Progress,
+                   access: dict[str, InputAccess], scratch: Path) -> list[BoundInput]:
+    """Land external inputs as bronze and find every input's files; reads database inputs into `fp`.
+
+    Another domain's dataset becomes its policy relation for this product (masked, filtered, only the
+    granted columns), written under `scratch`, so the product's session never opens the stored files.
     """
     bronze = ctx.warehouse / "bronze"
-    origins: dict[str, str] = {}
+    found = []
     for port in product.inputs:
         progress.step(product.address, f"land {port.name}")
+        views = [view_name(str(ref)) for ref in sorted({port.name, port.source.address} - {None}, key=str)]
         if port.source.type == "file":
             landed = land_file(product, port, fp.inputs[port.name]["fingerprint"], bronze)
-            origins.update(landed.origins)
-            for ref in {port.name, port.source.address} - {None}:
-                session.bind_file(view_name(str(ref)), landed.files, source_format(port), port.source.options,
-                                  same_as=file_argument(product, port))
+            found.append(BoundInput(views, landed.files, "file", port=port, origins=landed.origins))
             continue
         if port.source.type == "database":
-            landed = land_database(session, product, port, bronze)
+            landed = land_database(product, port, bronze)
             fp.with_read(port.name, landed.fingerprint)
-            files = landed.files
-        else:
-            files = _upstream_files(ctx, product, fp.inputs[port.name])
+            found.append(BoundInput(views, landed.files, "parquet"))
+            continue
+        files = _upstream_files(ctx, product, fp.inputs[port.name])
         granted = access.get(port.source.address or "")
-        for ref in {port.name, port.source.address} - {None}:
-            session.bind_parquet(view_name(str(ref)), files, granted.columns if granted else None)
-    return origins
+        if granted is not None and granted.relation.restricted:
+            files = [_policy_file(ctx, product, granted, files, scratch)]
+            found.append(BoundInput(views, files, "parquet"))
+        else:
+            found.append(BoundInput(views, files, "parquet", granted.columns if granted else None))
+    return found
+
+
+def _policy_file(ctx: BuildContext, product: Product, granted: InputAccess, files: list[str], scratch: Path) -> str:
+    """Another domain's dataset as this product may read it, written to a Parquet file in its scratch folder.
+
+    The platform writes it, on a session that reaches only the stored files and the scratch folder; the
+    person each row of an aggregate-only dataset is about is kept only as a hash under a key used once.
+    """
+    relation = granted.relation
+    relation.files = files
+    ds = granted.dataset
+    target = scratch / f"{view_name(granted.address)}.parquet"
+    writer = DuckDBSession(reach=Reach(str(scratch), tuple(files), (str(scratch),)))
+    try:
+        if ctx.keys is not None:
+            register_keyed_functions(writer.con, ctx.keys, KEYED)
+        types = {c.name: c.type for c in writer.describe(f"SELECT * FROM read_parquet({literal(files)})")}
+        salt = secrets.token_hex(16)
+        sql = policy_select(relation, ds, types, ctx.keys or _no_keys, KEYED,
+                            person=lambda who: f"sha256({literal(salt)} || CAST({who} AS VARCHAR))")
+        writer.write_parquet(sql, str(target))
+    except QueryFailed as exc:
+        raise BuildFailed(product.address, f"cannot read {granted.address} as granted", [Problem(
+            product.file, f"{granted.address} could not be read under {product.address}'s grant: {exc}",
+            fix=f"a {ds.domain} steward checks the grant's row filter (`trustmesh access list --as ...`)")]) from exc
+    finally:
+        writer.close()
+    return str(target)
+
+
+def _no_keys(key_id: str) -> bytes:
+    raise QueryFailed(f"pseudonymisation key {key_id!r} is not available: this build has no key store")
 
 
 def _upstream_files(ctx: BuildContext, product: Product, record: dict[str, Any]) -> list[str]:
@@ -394,7 +465,16 @@ def _transform(ctx: BuildContext, engine: Engine, session: EngineSession, produc
     sql, problems = parse_product_sql(output.sql, output.sql_file)
     assert sql is not None, problems
     ports, _ = resolve_views(product, sql)
-    bound = sql.bind({ref: view_name(ref) for ref in ports})
+    views = {ref: view_name(ref) for ref in ports}
+    aggregate_only = {ref: granted.relation.aggregate_only for ref, port in ports.items()
+                      if (granted := access.get(port.source.address or "")) and granted.relation.aggregate_only}
+    try:
+        bound = sql.bind(views, aggregate_only=aggregate_only)
+        session.check_read(bound, set(views.values()), PRODUCT)
+    except QueryRefused as exc:
+        raise BuildFailed(product.address, f"{output.name}: the query is refused", [Problem(
+            output.sql_file, f"the query is refused: {exc}",
+            fix="read only the product's inputs by their names, as its grants allow")]) from exc
     path = data_file_path(ctx.warehouse, output.address, build_id)
     path.parent.mkdir(parents=True, exist_ok=True)
     q = engine.quote

@@ -10,6 +10,14 @@ from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
 from trustmesh.errors import Problem
+from trustmesh.sqlguard import (
+    INTERNAL_PREFIX,
+    DatasetRef,
+    Parsed,
+    denied_functions,
+    restrict_to_aggregates,
+    table_references,
+)
 
 DIALECT = "duckdb"
 _TOKEN = re.compile(r"<Token token_type: [^,]+, text: (.*?), line: \d+.*?>")
@@ -27,10 +35,21 @@ class ProductSql:
     def references(self) -> list[str]:
         return sorted({name for name, _ in _table_refs(self.tree)})
 
-    def bind(self, views: dict[str, str], dialect: str = DIALECT) -> str:
-        """The query with every input reference replaced by the engine view that serves it."""
+    def bind(self, views: dict[str, str], dialect: str = DIALECT,
+             aggregate_only: dict[str, tuple[int, str | None]] | None = None) -> str:
+        """The query with every input reference replaced by the engine view that serves it.
+
+        `aggregate_only`: inputs this product may read only as aggregates, (k, person column) each: the query
+        must have the shape a consumer's would (QueryRefused otherwise), and groups of fewer than k people
+        are dropped, exactly as the gateway does.
+        """
         tree = self.tree.copy()
-        for name, table in _table_refs(tree):
+        refs = _table_refs(tree)
+        for name, table in refs:
+            if name in (aggregate_only or {}):
+                parsed = Parsed(tree, [DatasetRef(n, None, t) for n, t in refs], set())
+                restrict_to_aggregates(parsed, DatasetRef(name, None, table), *(aggregate_only or {})[name])
+        for name, table in refs:
             view = views[name]
             alias = table.alias or (table.name if name != table.name or table.db else "")
             replacement = exp.Table(this=exp.to_identifier(view, quoted=True))
@@ -47,15 +66,8 @@ def reference_name(table: exp.Table) -> str:
 
 
 def _table_refs(tree: exp.Expression) -> list[tuple[str, exp.Table]]:
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    refs = []
-    for table in tree.find_all(exp.Table):
-        if not isinstance(table.this, exp.Identifier):
-            continue
-        if not table.db and table.name in ctes:
-            continue
-        refs.append((reference_name(table), table))
-    return refs
+    """Every input the query reads: each table name that is not a CTE in scope where it is read."""
+    return [(reference_name(table), table) for table in table_references(tree)]
 
 
 def parse_product_sql(text: str, file: str) -> tuple[ProductSql | None, list[Problem]]:
@@ -86,9 +98,19 @@ def parse_product_sql(text: str, file: str) -> tuple[ProductSql | None, list[Pro
             problems.append(Problem(file, f"the query reads {node.sql(DIALECT)!r} directly",
                                     fix="declare the file or table as an input port and read it by the port's name"))
     for inner in tree.walk():
-        if isinstance(inner, exp.DDL | exp.DML | exp.Command):
+        if isinstance(inner, exp.DDL | exp.DML | exp.Command | exp.Set | exp.Pragma | exp.Attach | exp.Detach
+                      | exp.Install | exp.Use | exp.Copy | exp.Placeholder | exp.Parameter):
             problems.append(Problem(file, f"only a read-only query is allowed, found {inner.key.upper()}",
-                                    fix="remove the statement; trustmesh writes the result itself"))
+                                    fix="remove it; trustmesh binds the inputs and writes the result itself"))
+    for name in denied_functions(tree):
+        problems.append(Problem(file, f"the query calls {name}(), which product SQL may not call: it reads the "
+                                "engine's state, its settings or the outside world",
+                                fix="compute the value from the product's inputs; declare what it reads as an input port"))
+    for ident in tree.find_all(exp.Identifier):
+        if ident.name.lower().startswith((INTERNAL_PREFIX, "in__", "cand__", "qc__")):
+            problems.append(Problem(file, f"the name {ident.name!r} is reserved for the platform's own relations",
+                                    fix="rename it (names starting with __tm, in__, cand__ or qc__ are reserved)"))
+            break
     if problems:
         return None, problems
     return ProductSql(file, tree), []

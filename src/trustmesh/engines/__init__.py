@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from trustmesh.errors import TrustmeshError, UsageError
+from trustmesh.sqlguard import ReadRules
 
 
 class QueryFailed(TrustmeshError, RuntimeError):
@@ -26,6 +27,20 @@ class Capabilities:
     reads_formats: tuple[str, ...]
     writes_parquet: bool
     native_iceberg: bool = False
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What one session may open, and nothing else: files to read, folders to read and write, a scratch folder.
+
+    A build of one product runs with exactly that product's reach (its landed inputs, the upstream files it
+    was granted, its candidates), so its SQL cannot open another domain's files, the platform's state or its
+    keys by any spelling. An empty reach opens no file at all (validation's dry runs read typed stand-ins).
+    """
+
+    scratch: str
+    files: tuple[str, ...] = ()
+    folders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -50,6 +65,7 @@ class EngineSession(Protocol):
     def drop_view(self, view: str) -> None: ...
     def query(self, sql: str) -> list[tuple[Any, ...]]: ...
     def write_parquet(self, sql: str, path: str) -> None: ...
+    def check_read(self, sql: str, relations: set[str], rules: ReadRules) -> None: ...
     def close(self) -> None: ...
 
 
@@ -57,7 +73,7 @@ class Engine(Protocol):
     name: str
     capabilities: Capabilities
 
-    def session(self) -> EngineSession: ...
+    def session(self, reach: Reach | None = None) -> EngineSession: ...
     def logical_type(self, engine_type: str) -> str: ...
     def publish_type(self, engine_type: str, physical_type: str | None) -> str | None: ...
     def quote(self, identifier: str) -> str: ...

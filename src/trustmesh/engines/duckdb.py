@@ -16,7 +16,8 @@ try:
 except ImportError:  # DuckDB 1.x
     from duckdb.typing import VARCHAR  # type: ignore[no-redef]
 
-from trustmesh.engines import Capabilities, ColumnType, QueryFailed
+from trustmesh.engines import Capabilities, ColumnType, QueryFailed, Reach
+from trustmesh.sqlguard import ReadRules, verify
 
 _PROMPT = re.compile(r"^FROM read_csv\('(?:[^']|'')*'(.*\))\s*;?$", re.DOTALL)
 _INTEGER = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|UHUGEINT|INT[1248]|LONG|SHORT)$")
@@ -109,21 +110,32 @@ class DuckDBSession:
     """One in-memory DuckDB connection; sources and versions are bound as views by name."""
 
     def __init__(self, allowed_directories: list[str] | None = None,
-                 token_key: Callable[[str], bytes] | None = None) -> None:
+                 token_key: Callable[[str], bytes] | None = None, reach: Reach | None = None) -> None:
         # Datasets are sets: writing them in parallel without keeping row order is what makes COPY fast.
         self.con = duckdb.connect(":memory:", config={"preserve_insertion_order": False})
         self._dialects: dict[tuple[str, str, str], str] = {}
         self.token_purposes: dict[str, str] = {}  # linkage purpose → key id, for the product being built
         if token_key is not None:
             self._register_person_token(token_key)
-        if allowed_directories is not None:
-            # A product's SQL reads its declared inputs and nothing else: no other file, no network,
-            # and the lock cannot be lifted from inside a query.
+        self.con.execute("SET autoinstall_known_extensions = false")
+        self.con.execute("SET autoload_known_extensions = false")
+        if reach is not None:
+            # One product's reach: its own files and folders, nothing else; no network, no extension.
+            self.con.execute(f"SET temp_directory = {literal(reach.scratch)}")
+            self.con.execute(f"SET allowed_directories = {literal([d.rstrip('/') + '/' for d in (reach.scratch, *reach.folders)])}")
+            self.con.execute(f"SET allowed_paths = {literal(sorted(set(reach.files)))}")
+            self._lock()
+        elif allowed_directories is not None:
+            # The platform's own reads (sources, as its readers are told to): the mesh and the warehouse.
             dirs = [d.rstrip("/") + "/" for d in allowed_directories]
             self.con.execute(f"SET allowed_directories = {literal(dirs)}")
             self.con.execute(f"SET temp_directory = {literal(dirs[-1] + 'tmp')}")
-            self.con.execute("SET enable_external_access = false")
-            self.con.execute("SET lock_configuration = true")
+            self._lock()
+
+    def _lock(self) -> None:
+        """No file outside the allowed ones, and the lock cannot be lifted from inside a query."""
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
 
     def _register_person_token(self, token_key: Callable[[str], bytes]) -> None:
         """`person_token(purpose, nric)`: HMAC-SHA256 under the purpose's key of the canonical NRIC/FIN.
@@ -229,6 +241,10 @@ class DuckDBSession:
     def write_parquet(self, sql: str, path: str) -> None:
         self._run(f"COPY ({sql}) TO {literal(path)} (FORMAT parquet)")
 
+    def check_read(self, sql: str, relations: set[str], rules: ReadRules) -> None:
+        """DuckDB's own reading of `sql`: one SELECT over `relations` (and its CTEs), no refused function."""
+        verify(self.con, sql, relations, rules=rules)
+
     def close(self) -> None:
         self.con.close()
 
@@ -249,8 +265,9 @@ class DuckDBEngine:
         self.allowed_directories = allowed_directories
         self.token_key = token_key
 
-    def session(self) -> DuckDBSession:
-        return DuckDBSession(self.allowed_directories, self.token_key)
+    def session(self, reach: Reach | None = None) -> DuckDBSession:
+        """A session for the platform's own reads (no reach), or one confined to a product's reach."""
+        return DuckDBSession(self.allowed_directories, self.token_key, reach)
 
     def quote(self, identifier: str) -> str:
         return quote(identifier)

@@ -23,10 +23,13 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ErrorLevel, ParseError, UnsupportedError
 
-from trustmesh.engines import Capabilities, ColumnType, QueryFailed
+from trustmesh.engines import Capabilities, ColumnType, QueryFailed, Reach
 from trustmesh.engines.duckdb import _PUBLISH_OVERRIDES, DuckDBSession, _token, logical_type, publish_type
 from trustmesh.engines.duckdb import quote as duckdb_quote
+from trustmesh.sqlguard import ReadRules, check_tree
 
+# Settings no mesh.yaml may change: SQL names views, never files (`parquet.`/path`` is refused).
+LOCKED_CONF = {"spark.sql.runSQLOnFiles": "false"}
 DEFAULT_CONF = {
     # A candidate is a set: few, large files; timestamps as Iceberg and DuckDB read them.
     "spark.sql.session.timeZone": "UTC",
@@ -257,6 +260,10 @@ class SparkBuildSession:
         except Exception as exc:
             raise _failure(exc) from exc
 
+    def check_read(self, sql: str, relations: set[str], rules: ReadRules) -> None:
+        """sqlglot's reading of the text Spark will be given: one read over `relations`, nothing refused."""
+        check_tree(sql, relations, rules)
+
     def close(self) -> None:
         for view in list(self._views):
             self.spark.catalog.dropTempView(view)
@@ -285,7 +292,7 @@ class SparkEngine:
         self.allowed_directories = allowed_directories
         self.token_key = token_key
         self.master = master
-        self.conf = {**DEFAULT_CONF, **(conf or {})}
+        self.conf = {**DEFAULT_CONF, **(conf or {}), **LOCKED_CONF}
         scratch = (allowed_directories[-1] if allowed_directories else os.getcwd()).rstrip("/")
         self.scratch = Path(scratch) / "tmp" / "spark"
 
@@ -331,7 +338,10 @@ class SparkEngine:
             _quiet_python_loggers()
             return session
 
-    def session(self) -> SparkBuildSession:
+    def session(self, reach: Reach | None = None) -> SparkBuildSession:
+        """A build's views on the shared Spark session. Spark cannot confine a session to files, so a product's
+        reach holds by what its SQL may name (views only: no file paths, no refused function; each product's
+        views are dropped before the next binds its own), checked by `check_read` before anything runs."""
         return SparkBuildSession(self)
 
     def stage_source(self, reader: DuckDBSession, path: str | list[str], fmt: str, options: dict[str, Any],

@@ -11,6 +11,7 @@ from sqlglot import exp
 
 from trustmesh.errors import Problem
 from trustmesh.quality.rules import QualityRule
+from trustmesh.sqlguard import denied_functions, table_references
 
 Quote = Callable[[str], str]
 ROWS = "row_count"
@@ -145,16 +146,19 @@ def bind_sql_rule(rule: QualityRule, relation: str, q: Quote, *, dataset: str = 
         return refuse("only a single SELECT is allowed")
     tree = statements[0]
     for node in tree.walk():
-        if isinstance(node, exp.DDL | exp.DML | exp.Command):
+        if isinstance(node, exp.DDL | exp.DML | exp.Command | exp.Set | exp.Pragma | exp.Attach | exp.Copy
+                      | exp.Placeholder | exp.Parameter):
             return refuse(f"it writes ({node.key.upper()}), which a quality rule may never do")
-    ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
-    own = {"__trustmesh_dataset__", dataset, address}
+    denied = denied_functions(tree)
+    if denied:
+        return refuse(f"it calls {', '.join(d + '()' for d in denied)}, which reads the engine's state, its "
+                      "settings or the outside world")
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):
             return refuse(f"it reads {table.sql('duckdb')!r}; a rule reads only its own dataset")
+    own = {"__trustmesh_dataset__", dataset, address}
+    for table in table_references(tree):
         name = ".".join(p for p in (table.catalog, table.db, table.name) if p)
-        if name in ctes and not table.db:
-            continue
         if name not in own:
             return refuse(f"it reads {name!r}; a rule reads only its own dataset (${{table}})")
         alias = table.alias or (table.name if name != "__trustmesh_dataset__" else "")

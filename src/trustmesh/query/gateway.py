@@ -11,7 +11,6 @@ memory limit and a timeout. Every query, run or refused, is an audit entry.
 from __future__ import annotations
 
 import queue
-import re
 import threading
 import time
 import uuid
@@ -25,6 +24,9 @@ from sqlalchemy import select
 
 from trustmesh.access.model import DatasetInfo, Directory, Principal
 from trustmesh.access.policy import Decision, GrantTerms
+from trustmesh.access.views import PolicyRelation as Relation
+from trustmesh.access.views import apply_policy
+from trustmesh.access.views import select as policy_select
 from trustmesh.access.workflow import AccessService
 from trustmesh.catalog import Catalog
 from trustmesh.engines.duckdb import literal, quote
@@ -32,10 +34,9 @@ from trustmesh.errors import NotFound, TrustmeshError
 from trustmesh.metastore import audit
 from trustmesh.metastore.schema import ProductStatusRow
 from trustmesh.privacy.keys import KeyStore
-from trustmesh.privacy.masking import Masking, choose, declared_masking, expression, register_keyed_functions
+from trustmesh.privacy.masking import register_keyed_functions
 from trustmesh.query.guard import (
     INTERNAL_PREFIX,
-    PERSON_COLUMN,
     QueryRefused,
     parse,
     restrict_to_aggregates,
@@ -56,27 +57,6 @@ class Limits:
     threads: int = 2
     default_rows: int = 10_000
     max_rows: int = 1_000_000
-
-
-@dataclass
-class Relation:
-    """One dataset as this principal may read it: the version, its files, and the SELECT over them."""
-
-    address: str
-    version: int
-    files: list[str]
-    view: str
-    select: str = ""
-    masked: dict[str, Masking] = field(default_factory=dict)
-    withheld: list[str] = field(default_factory=list)
-    row_filter: str | None = None
-    policies: list[str] = field(default_factory=list)
-    # With grants that filter rows: a column is visible (clear) only on the rows of a grant that covers
-    # (unmasks) it; `None` means no such condition.
-    visible_when: dict[str, str | None] = field(default_factory=dict)
-    clear_when: dict[str, str | None] = field(default_factory=dict)
-    aggregate_only: tuple[int, str | None] | None = None  # (k, the column naming the person; None: each row one)
-    partly_masked: dict[str, Masking] = field(default_factory=dict)  # clear on some grants' rows, masked elsewhere
 
 
 @dataclass
@@ -180,11 +160,9 @@ class Gateway:
                                 policies=decision.policies)
             relations.append(relation)
             views[id(ref.node)] = relation.view
-            self._policy(relation, ds, decision, principal, directory)
-            if ds.domain not in principal.member_of():
-                _grant_rows(relation, ds, decision, mine, now)
-                if relation.aggregate_only is not None:
-                    restrict_to_aggregates(parsed, ref, *relation.aggregate_only)
+            apply_policy(relation, ds, decision, principal, directory, mine, now)
+            if relation.aggregate_only is not None:
+                restrict_to_aggregates(parsed, ref, *relation.aggregate_only)
         con = self._connection([f for r in relations for f in r.files], query_id)
         timer = threading.Timer(self.limits.timeout_s, con.interrupt)
         try:
@@ -235,30 +213,6 @@ class Gateway:
             self._decisions[key] = (directory, until, decision)
         return decision
 
-    def _policy(self, relation: Relation, ds: DatasetInfo, decision: Decision, principal: Principal,
-                directory: Directory) -> None:
-        """Which columns are masked (and how) or withheld, and the contract's row filter for outside readers."""
-        output = directory.mesh.datasets.get(ds.address)
-        contract = output.contract if output else None
-        declared = declared_masking(contract.document if contract else None)
-        if contract:
-            properties = contract.document.get("schema", [{}])[0].get("customProperties") or []
-            filters = [p.get("value") for p in properties if p.get("property") == "rowFilter"]
-            if filters and ds.domain not in principal.member_of():
-                relation.row_filter = _bind_filter(str(filters[0]), principal)
-            aggregate = next((p.get("value") for p in properties if p.get("property") == "aggregateOnly"), None)
-            if aggregate and ds.domain not in principal.member_of():
-                settings = aggregate if isinstance(aggregate, dict) else {}
-                person = settings.get("person") or next(iter(contract.primary_key), None)
-                relation.aggregate_only = (int(settings.get("k", 5)), person)
-        for name, outcome in decision.columns.items():
-            if outcome == "mask":
-                relation.masked[name] = choose(ds.columns[name].pii_type, declared.get(name))
-            elif outcome == "deny":
-                relation.withheld.append(name)
-        if len(relation.withheld) == len(ds.columns):
-            raise QueryRefused(f"{principal.id} may read no column of {ds.address}")
-
     def _fresh(self) -> duckdb.DuckDBPyConnection:
         """A new in-memory database with the gateway's limits; no file access is granted yet."""
         con = duckdb.connect(":memory:")
@@ -293,44 +247,14 @@ class Gateway:
         return con
 
     def _define(self, con: duckdb.DuckDBPyConnection, relation: Relation, ds: DatasetInfo) -> None:
-        source = f"read_parquet({literal(relation.files)})"
         known = tuple(relation.files)
         types = self._schemas.get(known)  # a version's files never change, nor their schema
         if types is None:
+            source = f"read_parquet({literal(relation.files)})"
             types = {row[0]: row[1] for row in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall()}
             with self._lock:
                 self._schemas[known] = types
-        select = []
-        for name, type_ in types.items():
-            if name in relation.withheld or name not in ds.columns:
-                if name not in relation.withheld:
-                    relation.withheld.append(name)  # not in the contract any more: nobody outside reads it
-                continue
-            masking = relation.masked.get(name)
-            raw = quote(name)
-            masked = expression(raw, masking, type_, self.keys.key, KEYED) if masking else None
-            value = masked or raw
-            visible, clear = relation.visible_when.get(name), relation.clear_when.get(name)
-            if masking is None and ds.columns[name].personal and masked is None and clear is not None:
-                # readable in the clear only on the rows of a grant that unmasks it; masked elsewhere
-                partly = choose(ds.columns[name].pii_type)
-                relation.partly_masked[name] = partly
-                fallback = expression(raw, partly, type_, self.keys.key, KEYED)
-                value = f"CASE WHEN {clear} THEN {raw} ELSE {fallback} END"
-            if visible is not None:
-                value = f"CASE WHEN {visible} THEN {value} END"
-            select.append(value if value == raw else f"{value} AS {raw}")
-        if not select:
-            raise QueryRefused(f"no column of {relation.address} v{relation.version} is readable")
-        if relation.aggregate_only is not None:  # who each row is about, for the group-size check only
-            person = relation.aggregate_only[1]
-            select.append(f"{quote(person) if person in types else 'file_row_number'} AS {quote(PERSON_COLUMN)}")
-            if person not in types:
-                source = f"read_parquet({literal(relation.files)}, filename = true, file_row_number = true)"
-                select[-1] = f"(filename || ':' || file_row_number) AS {quote(PERSON_COLUMN)}"
-        where = f" WHERE {relation.row_filter}" if relation.row_filter else ""
-        relation.select = f"SELECT {', '.join(select)} FROM {source}{where}"
-        con.execute(f"CREATE TEMP VIEW {quote(relation.view)} AS {relation.select}")
+        con.execute(f"CREATE TEMP VIEW {quote(relation.view)} AS {policy_select(relation, ds, types, self.keys.key, KEYED)}")
 
     def _fetch(self, con: duckdb.DuckDBPyConnection, sql: str, rows: int,
                relations: list[Relation]) -> tuple[Any, bool]:
@@ -352,40 +276,6 @@ class Gateway:
             raise QueryRefused(_explain_failure(str(exc), relations)) from exc
         truncated = table.num_rows > rows
         return (table.slice(0, rows) if truncated else table), truncated
-
-
-def _any(conditions: list[str | None]) -> str | None:
-    """OR of row conditions, where None is "every row" (and so wins)."""
-    if not conditions or any(c is None for c in conditions):
-        return None
-    return " OR ".join(f"({c})" for c in sorted(set(c for c in conditions if c)))
-
-
-def _grant_rows(relation: Relation, ds: DatasetInfo, decision: Decision, grants: list[Any], now: Any) -> None:
-    """Rows limited by grants: a row is visible on any grant's rows; a column only on the rows of a grant that
-    covers it, and in the clear only on the rows of one that unmasks it. Cedar's column outcome still caps it."""
-    live = [g for g in grants if g.expires_at > now]
-    if not live or all(g.row_filter is None for g in live):
-        return
-    rows = _any([g.row_filter for g in live])
-    relation.row_filter = f"({relation.row_filter}) AND ({rows})" if relation.row_filter and rows else \
-        (relation.row_filter or rows)
-    for name, outcome in decision.columns.items():
-        if outcome == "deny":
-            continue
-        covering = [g for g in live if g.columns is None or name in g.columns]
-        relation.visible_when[name] = _any([g.row_filter for g in covering]) if covering else "false"
-        if outcome == "allow" and ds.columns[name].personal:
-            unmasking = [g.row_filter for g in covering if name in g.unmask]
-            relation.clear_when[name] = _any(unmasking) if unmasking else "false"
-
-
-def _bind_filter(template: str, principal: Principal) -> str:
-    """A contract's row filter for outside readers; `{agency}` and `{principal}` become the reader's values."""
-    values = {"agency": principal.domain or "", "principal": principal.id}
-    # One pass, so a value that itself looks like a placeholder is never substituted again.
-    text = re.sub(r"\{(agency|principal)\}", lambda m: "'" + values[m.group(1)].replace("'", "''") + "'", template)
-    return f"({text})"
 
 
 def _explain_failure(message: str, relations: list[Relation]) -> str:
