@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from sqlalchemy import select, text
 from typer.testing import CliRunner
 
 from trustmesh.cli import app as cli_app
-from trustmesh.errors import Conflict, Forbidden, NotFound, UsageError
+from trustmesh.errors import Conflict, Forbidden, InvalidMesh, NotFound, UsageError
 from trustmesh.metastore.schema import ApiTokenRow
 from trustmesh.service import Workspace
 from trustmesh.web.app import create_app
@@ -321,8 +322,7 @@ def keys() -> dict[str, rsa.RSAPrivateKey]:
 def oidc_ws(make_mesh: Any, mesh_files: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]) -> Workspace:
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(keys["issuer"].public_key(), as_dict=True)
     mesh_files["jwks.json"] = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
-    mesh_files["mesh.yaml"]["platform"] = {"oidc": {"issuer": ISSUER, "audience": AUDIENCE, "jwks": "jwks.json",
-                                                    "claim": "email"}}
+    mesh_files["mesh.yaml"]["platform"] = {"oidc": {"issuer": ISSUER, "audience": AUDIENCE, "jwks": "jwks.json"}}
     workspace: Workspace = make_mesh(mesh_files, grants=False)
     return workspace
 
@@ -330,8 +330,8 @@ def oidc_ws(make_mesh: Any, mesh_files: dict[str, Any], keys: dict[str, rsa.RSAP
 def signed(key: Any, *, kid: str | None = "k1", algorithm: str = "RS256", drop: tuple[str, ...] = (),
            **claims: Any) -> str:
     now = int(time.time())
-    payload = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, "email": "alpha-steward@example.gov.sg",
-               **claims}
+    payload = {"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, "sub": "alpha-steward",
+               "email": "alpha-steward@example.gov.sg", **claims}
     for name in drop:
         payload.pop(name)
     return jwt.encode(payload, key, algorithm=algorithm, headers={"kid": kid} if kid else None)
@@ -345,8 +345,7 @@ def unsigned(alg: str, secret: bytes | None = None, **claims: Any) -> str:
     """A token written by hand: `none`, or HMAC keyed with the issuer's public key (algorithm confusion)."""
     now = int(time.time())
     head = _b64({"alg": alg, "typ": "JWT", "kid": "k1"})
-    body = _b64({"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300,
-                 "email": "alpha-steward@example.gov.sg", **claims})
+    body = _b64({"iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300, "sub": "alpha-steward", **claims})
     signature = b"" if secret is None else hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest()
     return f"{head}.{body}.{base64.urlsafe_b64encode(signature).rstrip(b'=').decode()}"
 
@@ -356,12 +355,64 @@ def test_oidc_token_names_the_person(oidc_ws: Workspace, keys: dict[str, rsa.RSA
         me = c.get(ME, headers=bearer(signed(keys["issuer"])))
         assert me.status_code == 200, me.text
         assert me.json()["id"] == "alpha-steward" and me.json()["email"] == "alpha-steward@example.gov.sg"
-        no_kid = c.get(ME, headers=bearer(signed(keys["issuer"], kid=None, email="beta-dev@example.gov.sg")))
+        no_kid = c.get(ME, headers=bearer(signed(keys["issuer"], kid=None, sub="beta-dev")))
         assert no_kid.status_code == 200 and no_kid.json()["id"] == "beta-dev"
         inbox = c.get("/api/v1/access/inbox", headers=bearer(signed(keys["issuer"])))
         assert inbox.status_code == 200 and inbox.json()["principal"] == "alpha-steward"
         api_token = own_token(oidc_ws, "alpha-dev")  # API tokens still work beside OIDC
         assert c.get(ME, headers=bearer(api_token)).json()["id"] == "alpha-dev"
+
+
+def test_oidc_names_a_person_by_sub_not_by_a_name_they_can_change(oidc_ws: Workspace,
+                                                                   keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    """preferred_username and email are the user's to change (and not unique at many issuers): a token whose
+    preferred_username is a person's id, but whose sub is someone else's opaque id, names nobody."""
+    issuer = keys["issuer"]
+    with TestClient(create_app(oidc_ws)) as c:
+        impostor = signed(issuer, sub="00u1f2ab3cD", preferred_username="alpha-steward", email="alpha-steward")
+        assert_401(c.get(ME, headers=bearer(impostor)), "sub claim '00u1f2ab3cD' is not the id of a person")
+        # one field only: a sub that is a person's email is not that person
+        by_email = signed(issuer, sub="alpha-steward@example.gov.sg")
+        assert_401(c.get(ME, headers=bearer(by_email)), "is not the id of a person of this mesh")
+        assert c.get(ME, headers=bearer(signed(issuer, sub="alpha-steward",
+                                               preferred_username="beta-dev"))).json()["id"] == "alpha-steward"
+
+
+def test_oidc_claim_can_name_another_immutable_claim_but_never_a_mutable_one(
+        make_mesh: Any, mesh_files: dict[str, Any], keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    jwk = jwt.algorithms.RSAAlgorithm.to_jwk(keys["issuer"].public_key(), as_dict=True)
+    mesh_files["jwks.json"] = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
+    settings = {"issuer": ISSUER, "audience": AUDIENCE, "jwks": "jwks.json", "claim": "trustmesh_id"}
+    mesh_files["mesh.yaml"]["platform"] = {"oidc": settings}
+    ws = make_mesh(mesh_files, grants=False)
+    with TestClient(create_app(ws)) as c:
+        named = signed(keys["issuer"], sub="00u1f2ab3cD", trustmesh_id="beta-dev")
+        assert c.get(ME, headers=bearer(named)).json()["id"] == "beta-dev"
+        assert_401(c.get(ME, headers=bearer(signed(keys["issuer"], sub="beta-dev"))), 'missing the "trustmesh_id"')
+    for mutable in ("preferred_username", "email"):
+        mesh_files["mesh.yaml"]["platform"] = {"oidc": {**settings, "claim": mutable}}
+        with pytest.raises(InvalidMesh) as refused:
+            make_mesh(mesh_files, grants=False).config  # noqa: B018 - loading the settings is the test
+        assert f"claim {mutable} names a person by a value users can change" in str(refused.value)
+        assert "use sub" in str(refused.value)
+
+
+def test_a_session_from_an_id_token_ends_when_the_token_does(oidc_ws: Workspace,
+                                                             keys: dict[str, rsa.RSAPrivateKey]) -> None:
+    now = [datetime.now(UTC)]
+    timed = Workspace.open(oidc_ws.root, clock=lambda: now[0])
+    try:
+        with TestClient(create_app(timed), follow_redirects=False) as c:
+            form = re.search(r'name="csrf" value="([0-9a-f]+)"', c.get("/login").text)
+            assert form
+            pasted = c.post("/login", data={"token": signed(keys["issuer"]), "csrf": form.group(1)})
+            assert pasted.status_code == 303 and 0 < int(re.findall(r"Max-Age=(\d+)", pasted.headers["set-cookie"])[0]) <= 300
+            assert c.get("/access").status_code == 200
+            now[0] += timedelta(minutes=6)  # the ID token lived five minutes
+            ended = c.get("/access")
+            assert ended.status_code == 303 and ended.headers["location"].endswith("&ended=1")
+    finally:
+        timed.close()
 
 
 def test_bad_oidc_tokens_are_refused(oidc_ws: Workspace, keys: dict[str, rsa.RSAPrivateKey]) -> None:
@@ -377,9 +428,8 @@ def test_bad_oidc_tokens_are_refused(oidc_ws: Workspace, keys: dict[str, rsa.RSA
         "unknown kid": (signed(issuer, kid="k9"), "key id 'k9' is not in the issuer's key set"),
         "none algorithm": (unsigned("none"), "alg"),
         "HS256 keyed with the public key": (unsigned("HS256", public_pem), "alg"),
-        "not a person": (signed(issuer, email="mallory@example.gov.sg"),
-                         "names 'mallory@example.gov.sg' (email), who is not a person of this mesh"),
-        "no claim": (signed(issuer, drop=("email",)), "who is not a person of this mesh"),
+        "not a person": (signed(issuer, sub="mallory"), "sub claim 'mallory' is not the id of a person of this mesh"),
+        "no claim": (signed(issuer, drop=("sub",)), 'missing the "sub" claim'),
         "not a JWT": ("eyJhbGciOiJSUzI1NiJ9.bad.sig", "the JWT was refused"),
     }
     before = len(refusals(oidc_ws))
@@ -468,7 +518,7 @@ def flow_client(make_mesh: Any, mesh_files: dict[str, Any], keys: dict[str, rsa.
     jwk = jwt.algorithms.RSAAlgorithm.to_jwk(keys["issuer"].public_key(), as_dict=True)
     mesh_files["jwks.json"] = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
     mesh_files["mesh.yaml"]["platform"] = {"oidc": {
-        "issuer": ISSUER, "audience": AUDIENCE, "jwks": "jwks.json", "claim": "email",
+        "issuer": ISSUER, "audience": AUDIENCE, "jwks": "jwks.json",
         "authorizationEndpoint": f"{issuer}/authorize", "tokenEndpoint": f"{issuer}/token", "clientId": "trustmesh-ui"}}
     with TestClient(create_app(make_mesh(mesh_files, grants=False)), follow_redirects=False) as c:
         yield c

@@ -35,13 +35,20 @@ def app(demo: Workspace) -> Any:
     return create_app(demo)
 
 
+def sign_in(client: TestClient, token: str) -> Any:
+    """Post the sign-in form from the sign-in page, with the CSRF value it carries (and the cookie it set)."""
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/login").text)
+    assert found, "the sign-in form carries a CSRF value"
+    return client.post("/login", data={"token": token, "csrf": found.group(1)})
+
+
 class Browser:
     """A signed-in person's client: the session cookie, and the CSRF value their pages carry."""
 
     def __init__(self, app: Any, ws: Workspace, person: str) -> None:
         self.client = TestClient(app, follow_redirects=False)
         token, _ = ws.tokens.issue(person, person, name="page tests", days=1)
-        assert self.client.post("/login", data={"token": token}).status_code == 303
+        assert sign_in(self.client, token).status_code == 303
         found = re.search(r'name="csrf" value="([0-9a-f]+)"', self.client.get("/access").text)
         assert found
         self.csrf = found.group(1)
@@ -210,5 +217,5 @@ def test_the_demo_gives_tokens_to_sign_in_with(demo: Workspace, app: Any) -> Non
     assert path.stat().st_mode & 0o077 == 0  # only its owner may read it
     assert demo_tokens(demo) == tokens  # reused while they work
     client = TestClient(app, follow_redirects=False)
-    assert client.post("/login", data={"token": tokens["priya"]}).status_code == 303
+    assert sign_in(client, tokens["priya"]).status_code == 303
     assert "Priya Nair" in client.get("/").text

@@ -177,8 +177,15 @@ def _check(checks: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return next(c for c in checks if c["name"] == name)
 
 
-def test_quality(client: TestClient) -> None:
-    quality = client.get("/api/v1/datasets/bts.flights-dp.flights/quality").json()
+def bts_steward(mesh: Workspace) -> dict[str, str]:
+    """A person of bts, the domain of bts.flights-dp: the one kind of reader who sees its failing-row samples."""
+    token, _ = mesh.tokens.issue("bts-steward", "bts-steward", name="web tests", days=1)
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_quality(client: TestClient, mesh: Workspace) -> None:
+    quality = client.get("/api/v1/datasets/bts.flights-dp.flights/quality", headers=bts_steward(mesh)).json()
+    assert quality["samples_withheld"] is None
     assert (quality["address"], quality["version"]) == ("bts.flights-dp.flights", 1)
     assert 80 <= quality["score"] < 95 and quality["summary"]["failed_warnings"] == 1
     assert quality["summary"]["failed_errors"] == 0
@@ -422,9 +429,9 @@ def test_product_page(client: TestClient) -> None:
     assert _headings_in_order(html)
 
 
-def test_product_page_shows_quality(client: TestClient) -> None:
+def test_product_page_shows_quality(client: TestClient, mesh: Workspace) -> None:
     score = client.get("/api/v1/datasets/bts.flights-dp.flights/quality").json()["score"]
-    html = client.get("/products/bts.flights-dp").text
+    html = client.get("/products/bts.flights-dp", headers=bts_steward(mesh)).text
     badge = (f'<span class="badge quality quality-fair" title="Quality score: share of weighted checks passed, '
              f'out of 100">quality {plain(score)} · fair</span>')
     assert html.count(badge) == 4  # the product's facts, the dataset's line, its quality section, its versions
@@ -620,6 +627,15 @@ def _headings_in_order(html: str) -> bool:
 # --- signing in ---------------------------------------------------------------------------------------------------
 
 
+def sign_in(browser: TestClient, token: str, next_url: str | None = None) -> Any:
+    """Post the sign-in form as a browser does: from the sign-in page, with its CSRF value (and cookie)."""
+    page = browser.get("/login")
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', page.text)
+    assert found, "the sign-in form carries a CSRF value"
+    return browser.post("/login", data={"token": token, "csrf": found.group(1),
+                                        **({"next": next_url} if next_url is not None else {})})
+
+
 @pytest.fixture
 def anonymous(mesh: Workspace) -> Iterator[TestClient]:
     with TestClient(create_app(mesh), follow_redirects=False) as c:
@@ -661,7 +677,7 @@ def test_pages_send_strangers_to_sign_in_and_back(anonymous: TestClient, token: 
     login = anonymous.get(page.headers["location"])
     assert login.status_code == 200 and 'name="token"' in login.text and "Signed in as" not in login.text
     assert 'value="/products/bts.flights-dp?x=1"' in login.text
-    signed_in = anonymous.post("/login", data={"token": token, "next": "/products/bts.flights-dp?x=1"})
+    signed_in = sign_in(anonymous, token, "/products/bts.flights-dp?x=1")
     assert signed_in.status_code == 303 and signed_in.headers["location"] == "/products/bts.flights-dp?x=1"
     cookie = signed_in.headers["set-cookie"]
     assert "trustmesh_session=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
@@ -670,20 +686,21 @@ def test_pages_send_strangers_to_sign_in_and_back(anonymous: TestClient, token: 
 
 
 def test_a_refused_token_stays_on_the_sign_in_page(anonymous: TestClient, mesh: Workspace) -> None:
-    refused = anonymous.post("/login", data={"token": "tmk_nothing", "next": "/"})
-    assert refused.status_code == 401 and "unknown API token" in refused.text and "set-cookie" not in refused.headers
+    refused = sign_in(anonymous, "tmk_nothing", "/")
+    assert refused.status_code == 401 and "unknown API token" in refused.text
+    assert "trustmesh_session" not in refused.headers.get("set-cookie", "")
     assert mesh.audit.log("gdo-admin", type="auth.refused", limit=1)
 
 
 @pytest.mark.parametrize("target", ["https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:x"])
 def test_sign_in_only_returns_to_this_site(anonymous: TestClient, token: str, target: str) -> None:
-    response = anonymous.post("/login", data={"token": token, "next": target})
+    response = sign_in(anonymous, token, target)
     assert response.status_code == 303 and response.headers["location"] == "/"
 
 
 def test_a_revoked_token_ends_the_session(anonymous: TestClient, mesh: Workspace) -> None:
     value, info = mesh.tokens.issue("gdo-admin", "gdo-admin", name="short-lived", days=1)
-    assert anonymous.post("/login", data={"token": value}).status_code == 303
+    assert sign_in(anonymous, value).status_code == 303
     assert anonymous.get("/").status_code == 200
     mesh.tokens.revoke("gdo-admin", info["id"])
     ended = anonymous.get("/")
@@ -693,7 +710,7 @@ def test_a_revoked_token_ends_the_session(anonymous: TestClient, mesh: Workspace
 
 
 def test_sign_out_needs_the_forms_csrf_value(anonymous: TestClient, token: str) -> None:
-    anonymous.post("/login", data={"token": token})
+    sign_in(anonymous, token)
     page = anonymous.get("/").text
     csrf = re.search(r'name="csrf" value="([0-9a-f]+)"', page)
     assert csrf, "every signed-in page has the sign-out form"

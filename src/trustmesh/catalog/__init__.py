@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from trustmesh.access.model import Principal
 from trustmesh.descriptors.addresses import normalise_address, normalise_product_address
 from trustmesh.errors import NotFound, UsageError
 from trustmesh.metastore import Metastore
@@ -94,8 +95,12 @@ class Catalog:
             by_role.setdefault(role, []).append({"id": person.id, "name": person.name, "email": person.email})
         return by_role
 
-    def show(self, address: str, *, owners: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
-        """A dataset as the catalog knows it; `owners` spares the lookup when the caller has them already."""
+    def show(self, address: str, *, owners: dict[str, list[dict[str, Any]]] | None = None,
+             reader: Principal | None = None) -> dict[str, Any]:
+        """A dataset as the catalog knows it; `owners` spares the lookup when the caller has them already.
+
+        With a `reader` (a server's caller), its quality checks keep their failing-row samples only when the reader
+        belongs to the dataset's domain (`samples_withheld`); without one, the caller is the metastore's own user."""
         address = normalise_address(address)
         with self.store.session() as s:
             ds = s.get(DatasetRow, address)
@@ -129,12 +134,16 @@ class Catalog:
                     "checks": [_result(r) for r in s.scalars(select(QualityResultRow).where(
                         QualityResultRow.dataset == address, QualityResultRow.version == ds.current_version)
                         .order_by(QualityResultRow.id))] if latest else [],
+                    "samples_withheld": samples_withheld(reader, ds.domain),
                 },
             }
+        if out["quality"]["samples_withheld"]:
+            out["quality"]["checks"] = [{**c, "samples": []} for c in out["quality"]["checks"]]
         out["owners"] = owners if owners is not None else self.owners(ds.domain)
         return out
 
-    def product(self, address: str) -> dict[str, Any]:
+    def product(self, address: str, *, reader: Principal | None = None) -> dict[str, Any]:
+        """A product and each of its datasets as `show` gives them (to `reader`), with their versions."""
         address = normalise_product_address(address)
         with self.store.session() as s:
             product = s.get(ProductRow, address)
@@ -150,22 +159,26 @@ class Catalog:
                     "domain_kind": domain.kind if domain else None,
                     "built_at": product.built_at.isoformat() if product.built_at else None}
         owners = self.owners(product.domain)  # one domain, one lookup, for every dataset of the product
-        shown = [{**self.show(a, owners=owners), "versions": self.versions(a)} for a in datasets]
+        shown = [{**self.show(a, owners=owners, reader=reader), "versions": self.versions(a)} for a in datasets]
         scores = [d["quality"]["score"] for d in shown if d["quality"]["score"] is not None]
         governed = next((d["governance"] for d in shown if d.get("governance")), None)
         return {**info, "owners": owners, "datasets": shown, "governance": governed,
                 "quality_score": round(sum(scores) / len(scores), 1) if scores else None,
                 "stale": any(d["quality"]["freshness"]["stale"] for d in shown)}
 
-    def quality(self, address: str) -> dict[str, Any]:
-        """The served version's checks, the score's history across versions, and quarantined candidates."""
-        info = self.show(address)
+    def quality(self, address: str, *, reader: Principal | None = None) -> dict[str, Any]:
+        """The served version's checks, the score's history across versions, and quarantined candidates; failing-row
+        samples only for a `reader` of the dataset's own domain (see `show`)."""
+        info = self.show(address, reader=reader)
+        withheld = info["quality"]["samples_withheld"]
         with self.store.session() as s:
             quarantined = s.scalars(select(QuarantineRow).where(QuarantineRow.dataset == info["address"])
                                     .order_by(QuarantineRow.id.desc())).all()
-            failed_runs = {q.build_id: [_result(r) for r in s.scalars(select(QualityResultRow).where(
-                QualityResultRow.dataset == info["address"], QualityResultRow.build_id == q.build_id,
-                QualityResultRow.version.is_(None)).order_by(QualityResultRow.id))] for q in quarantined}
+            failed_runs = {q.build_id: [{**_result(r), **({"samples": []} if withheld else {})} for r in s.scalars(
+                select(QualityResultRow).where(QualityResultRow.dataset == info["address"],
+                                               QualityResultRow.build_id == q.build_id,
+                                               QualityResultRow.version.is_(None)).order_by(QualityResultRow.id))]
+                           for q in quarantined}
             return {
                 "address": info["address"], "version": info["version"], **info["quality"],
                 "history": [{"version": v["version"], "published_at": v["published_at"], "score": v["quality_score"]}
@@ -328,6 +341,19 @@ class Catalog:
         if number is None:
             return None
         return s.scalars(select(VersionRow).where(VersionRow.dataset == address, VersionRow.version == number)).first()
+
+
+def samples_withheld(reader: Principal | None, domain: str) -> str | None:
+    """Why a reader does not see a dataset's failing-row samples, or None when they do.
+
+    Samples are rows of the candidate as the build checked it: outside every grant, row filter and aggregate-only
+    rule (only personal columns are masked). So only the dataset's own domain, which reads that data anyway, sees
+    them; everyone else, governance admins and auditors included, gets the checks and their counts."""
+    if reader is None or domain in reader.member_of():
+        return None
+    return (f"failing-row samples are shown only to the people of {domain}, the dataset's domain: they are rows of "
+            "the data as built, outside any grant, row filter or aggregate-only rule — the checks, values and counts "
+            f"are complete without them; ask a steward of {domain} about the rows")
 
 
 def _dataset_summary(ds: DatasetRow, product: ProductRow) -> dict[str, Any]:

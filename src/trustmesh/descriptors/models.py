@@ -119,19 +119,35 @@ class ObjectStorage(Strict):
         return value
 
 
+# OIDC claims a user (or anyone at the issuer) can set or change, so they cannot say who a person is.
+MUTABLE_CLAIMS = ("preferred_username", "email", "name", "nickname", "given_name", "family_name", "upn", "unique_name")
+
+
 class Oidc(Strict):
     """OIDC/JWT bearer tokens, verified offline against a key set file (JWKS) from the issuer."""
 
     issuer: str
     audience: str
     jwks: str  # path to the issuer's JWKS document, relative to the mesh folder
-    claim: str = "preferred_username"  # the claim naming the person: their id, or their email
+    # The claim whose value is the person's id in the mesh: immutable and unique at the issuer (`sub`, or a claim
+    # the issuer's administrators set), never one a user can change.
+    claim: str = "sub"
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     # browser sign-in by the authorization-code flow; without these the sign-in page takes a pasted ID token
     authorization_endpoint: str | None = Field(None, alias="authorizationEndpoint")
     token_endpoint: str | None = Field(None, alias="tokenEndpoint")
     client_id: str | None = Field(None, alias="clientId")
     client_secret_env: str | None = Field(None, alias="clientSecretEnv")  # the variable holding the secret
+
+    @field_validator("claim")
+    @classmethod
+    def _immutable_claim(cls, value: str) -> str:
+        if value in MUTABLE_CLAIMS:
+            raise PydanticCustomError(
+                "mutable_claim", "claim {value} names a person by a value users can change and others can share",
+                {"value": value, "fix": "use sub (the default: the issuer's subject must then be the person's id), or "
+                 "a claim the issuer's administrators set to the person's id, e.g. claim: trustmesh_id"})
+        return value
 
     @property
     def browser_sign_in(self) -> bool:

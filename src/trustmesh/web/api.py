@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from trustmesh.catalog import Catalog
 from trustmesh.service import Workspace
-from trustmesh.web.auth import current_principal, get_workspace
+from trustmesh.web.auth import Caller, current_principal, get_workspace
 from trustmesh.web.caching import ETagRoute
 from trustmesh.web.paging import PAGED, PageLinks, Pager, page_links, pages
 
@@ -182,7 +182,8 @@ class QualityCheck(CatalogRecord):
     value: float | None = Field(description="What was measured (none: the check could not run).")
     passed: bool
     samples: list[dict[str, Any]] = Field(description="A few failing rows, keys and checked column only, "
-                                                      "personal data masked.")
+                                                      "personal data masked; only for the people of the dataset's "
+                                                      "domain (empty for everyone else: see `samples_withheld`).")
 
 
 class DatasetQuality(CatalogRecord):
@@ -190,6 +191,9 @@ class DatasetQuality(CatalogRecord):
     summary: QualitySummary
     freshness: Freshness
     checks: list[QualityCheck]
+    samples_withheld: str | None = Field(None, description="Why the checks carry no failing-row samples for this "
+                                                           "caller (they are rows of the data outside any grant, so "
+                                                           "only the dataset's domain sees them); none: shown.")
 
 
 class ScorePoint(CatalogRecord):
@@ -416,16 +420,17 @@ def datasets(catalog: CatalogDep, page: Annotated[Pager, Depends(pages(100, 1000
 
 
 @router.get("/datasets/{address}", response_model=DatasetDetail, response_model_exclude_unset=True)
-def dataset(catalog: CatalogDep, address: DatasetAddress) -> dict[str, Any]:
+def dataset(catalog: CatalogDep, caller: Caller, address: DatasetAddress) -> dict[str, Any]:
     """One dataset: contract, schema with classification, SLA, current version, inputs, quality and owners."""
-    return catalog.show(address)
+    return catalog.show(address, reader=caller)
 
 
 @router.get("/datasets/{address}/quality", response_model=QualityReport, response_model_exclude_unset=True)
-def quality(catalog: CatalogDep, address: DatasetAddress) -> dict[str, Any]:
-    """A dataset's quality: the served version's score and checks (failing rows masked), its freshness against
-    the SLA, the score of every version, and the candidates quarantined for failing an error-severity check."""
-    return catalog.quality(address)
+def quality(catalog: CatalogDep, caller: Caller, address: DatasetAddress) -> dict[str, Any]:
+    """A dataset's quality: the served version's score and checks, its freshness against the SLA, the score of
+    every version, and the candidates quarantined for failing an error-severity check. Failing-row samples
+    (personal data masked) only for the people of the dataset's domain; `samples_withheld` says why when not."""
+    return catalog.quality(address, reader=caller)
 
 
 @router.get("/datasets/{address}/versions", response_model=list[Version], response_model_exclude_unset=True)
@@ -435,9 +440,9 @@ def versions(catalog: CatalogDep, address: DatasetAddress) -> list[dict[str, Any
 
 
 @router.get("/products/{address}", response_model=Product, response_model_exclude_unset=True)
-def product(catalog: CatalogDep, address: ProductAddress) -> dict[str, Any]:
+def product(catalog: CatalogDep, caller: Caller, address: ProductAddress) -> dict[str, Any]:
     """One data product: description, owners, inputs, and each dataset with its versions."""
-    return catalog.product(address)
+    return catalog.product(address, reader=caller)
 
 
 @router.get("/search", response_model=SearchResult, response_model_exclude_unset=True, responses=PAGED)

@@ -137,12 +137,12 @@ def search_page_json(catalog: CatalogDep, query: SearchDep) -> dict[str, Any]:
 @router.get("/products/{address}")
 def product_page(request: Request, catalog: CatalogDep, ws: WorkspaceDep, me: Viewer, address: str) -> Response:
     address, as_json = twin(address, 2)
-    product = catalog.product(address)
+    product = catalog.product(address, reader=me)  # failing-row samples only for the product's own domain
     if as_json:
         return JSONResponse(product)
     # Quarantined candidates, lineage and findings are not part of the product record (nor of its JSON twin):
     # only the page shows them; the API has them at /datasets/{address}/quality, /lineage and /findings.
-    quarantine = {ds["address"]: catalog.quality(ds["address"])["quarantine"] for ds in product["datasets"]}
+    quarantine = {ds["address"]: catalog.quality(ds["address"], reader=me)["quarantine"] for ds in product["datasets"]}
     lineage = {ds["address"]: lineage_view(catalog, ds["address"], f"lineage-{ds['name']}")
                for ds in product["datasets"]}
     forms = {ds["address"]: request_form(ws, me, ds) for ds in product["datasets"]}

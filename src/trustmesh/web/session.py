@@ -1,4 +1,8 @@
-"""Signing in and out of the web UI: a token in, an HttpOnly session cookie out.
+"""Signing in and out of the web UI: a token in, a server-side session out (its random id in an HttpOnly cookie).
+
+The sign-in form is guarded against login CSRF (another site signing the browser in as someone else): it carries a
+value derived from a random cookie the sign-in page set, and a post without the pair is refused. Signing out ends
+the session in the metastore, so the cookie is worthless afterwards, even if it was copied.
 
 Where `platform.oidc` names the issuer's endpoints and a client id, the sign-in page also offers the OIDC
 authorization-code flow: off to the issuer with a fresh `state` and `nonce` (kept in a short-lived HttpOnly
@@ -20,9 +24,23 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from trustmesh.access.tokens import Credential
 from trustmesh.descriptors.models import Oidc
-from trustmesh.errors import Unauthenticated
-from trustmesh.web.auth import SESSION_COOKIE, SESSION_DAYS, WorkspaceDep, check_csrf, safe_next
+from trustmesh.errors import Forbidden, Unauthenticated
+from trustmesh.web.auth import (
+    LOGIN_COOKIE,
+    LOGIN_COOKIE_SECONDS,
+    SESSION_COOKIE,
+    WorkspaceDep,
+    check_csrf,
+    check_login_csrf,
+    client_address,
+    csrf_value,
+    get_sessions,
+    login_secret,
+    safe_next,
+    session_token,
+)
 from trustmesh.web.render import render
 
 router = APIRouter(include_in_schema=False)
@@ -32,35 +50,54 @@ CALLBACK = "/login/oidc/callback"
 
 
 def _login_page(request: Request, ws: WorkspaceDep, next_url: str, message: str, status: int = 200) -> Response:
+    """The sign-in form, with its CSRF value, and the cookie that value is derived from (kept if the browser has
+    one, so two open sign-in pages both work)."""
     oidc = ws.config.platform.oidc
-    return render(request, "login.html", {"title": "Sign in", "next": safe_next(next_url), "message": message,
-                                          "oidc": oidc.issuer if oidc else None,
+    secret = login_secret(request)
+    page = render(request, "login.html", {"title": "Sign in", "next": safe_next(next_url), "message": message,
+                                          "login_csrf": csrf_value(secret), "oidc": oidc.issuer if oidc else None,
                                           "oidc_flow": bool(oidc and oidc.browser_sign_in)}, status_code=status)
+    page.set_cookie(LOGIN_COOKIE, secret, max_age=LOGIN_COOKIE_SECONDS, httponly=True, samesite="lax",
+                    secure=request.url.scheme == "https", path="/login")
+    return page
 
 
 @router.get("/login")
 def login_page(request: Request, ws: WorkspaceDep, next: Annotated[str, Query()] = "/",
                ended: Annotated[int, Query()] = 0) -> Response:
-    message = "Your session ended (its token expired or was revoked): sign in again." if ended else ""
+    message = ("Your session ended (you signed out, it expired, or its token expired or was revoked): sign in again."
+               if ended else "")
     return _login_page(request, ws, next, message)
 
 
 @router.post("/login")
 async def login(request: Request, ws: WorkspaceDep, token: Annotated[str, Form()] = "",
-                next: Annotated[str, Form()] = "/") -> Response:
-    token = token.strip()
+                next: Annotated[str, Form()] = "/", csrf: Annotated[str, Form()] = "") -> Response:
     try:
-        await run_in_threadpool(ws.tokens.authenticate, f"Bearer {token}")
+        check_login_csrf(request, csrf)
+    except Forbidden as exc:
+        return _login_page(request, ws, next, f"Not signed in: {exc}", status=403)
+    try:
+        credential = await run_in_threadpool(ws.tokens.identify, f"Bearer {token.strip()}",
+                                             source=client_address(request))
     except Unauthenticated as exc:
         return _login_page(request, ws, next, f"That token was refused: {exc}", status=401)
-    return _signed_in(request, token, next)
+    return await _signed_in(request, credential, next)
 
 
-def _signed_in(request: Request, token: str, next_url: str) -> Response:
+async def _signed_in(request: Request, credential: Credential, next_url: str) -> Response:
+    """A new session (and the end of the one this browser had, if any), then back where the person was going."""
+    sessions = get_sessions(request)
+    previous = session_token(request)
+    if previous:
+        await run_in_threadpool(sessions.end, previous, "signed in again")
+    session_id, expires = await run_in_threadpool(sessions.start, credential)
+    seconds = max(1, int((expires - sessions.tokens.clock()).total_seconds()))
     response = RedirectResponse(safe_next(next_url), status_code=303)
-    response.set_cookie(SESSION_COOKIE, token, max_age=SESSION_DAYS * 86400, httponly=True, samesite="lax",
+    response.set_cookie(SESSION_COOKIE, session_id, max_age=seconds, httponly=True, samesite="lax",
                         secure=request.url.scheme == "https", path="/")
     response.delete_cookie(FLOW_COOKIE, path="/login")
+    response.delete_cookie(LOGIN_COOKIE, path="/login")
     return response
 
 
@@ -107,14 +144,14 @@ async def oidc_callback(request: Request, ws: WorkspaceDep, code: Annotated[str,
         if not code:
             raise Unauthenticated("the issuer sent no code — fix: sign in again")
         id_token = await run_in_threadpool(_exchange, oidc, code, _callback(request))
-        await run_in_threadpool(ws.tokens.authenticate, f"Bearer {id_token}")
+        credential = await run_in_threadpool(ws.tokens.identify, f"Bearer {id_token}", source=client_address(request))
         if _claims(id_token).get("nonce") != flow.get("nonce"):
             raise Unauthenticated("the ID token's nonce is not this sign-in's — fix: sign in again")
     except Unauthenticated as exc:
         page = _login_page(request, ws, next_url, f"OIDC sign-in failed: {exc}", status=401)
         page.delete_cookie(FLOW_COOKIE, path="/login")
         return page
-    return _signed_in(request, id_token, next_url)
+    return await _signed_in(request, credential, next_url)
 
 
 def _callback(request: Request) -> str:
@@ -155,7 +192,11 @@ def _claims(token: str) -> dict[str, Any]:
 
 @router.post("/logout")
 async def logout(request: Request, csrf: Annotated[str, Form()] = "") -> Response:
+    """End the session in the metastore (the cookie, even a copy of it, is refused from now on), then drop it."""
     check_csrf(request, csrf)
+    session_id = session_token(request)
+    assert session_id is not None  # check_csrf refuses a form without a session
+    await run_in_threadpool(get_sessions(request).end, session_id, "signed out")
     response = RedirectResponse("/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/")
     return response
