@@ -8,17 +8,17 @@ on the same files. Ends with one line of key=value figures.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import tempfile
 import time
 from pathlib import Path
 
-import duckdb
-
 from trustmesh.demo import write_demo
+from trustmesh.demo.access import seed_access
 from trustmesh.descriptors import load_mesh
 from trustmesh.descriptors.sql import parse_product_sql
-from trustmesh.engines.duckdb import reader_sql
+from trustmesh.engines.duckdb import DuckDBSession, reader_sql
 from trustmesh.plan import select
 from trustmesh.service import Workspace
 from trustmesh.validate import source_files, source_format, view_name
@@ -28,7 +28,10 @@ def direct_sql(root: Path) -> float:
     """Every product's SQL as CREATE TABLE statements on one DuckDB connection, inputs read in place."""
     mesh, _ = load_mesh(root)
     started = time.perf_counter()
-    con = duckdb.connect()
+    # The same person_token function the build registers (an HMAC in Python), under a throwaway key.
+    session = DuckDBSession(token_key=lambda key_id: hashlib.sha256(key_id.encode()).digest())
+    session.token_purposes = {p.name: p.key_id for p in mesh.config.linkage}
+    con = session.con
     for address in select(mesh, None):
         product = mesh.products[address]
         for port in product.inputs:
@@ -49,6 +52,7 @@ def direct_sql(root: Path) -> float:
 
 def trustmesh_build(root: Path) -> tuple[float, float, int]:
     ws = Workspace.open(root)
+    assert seed_access(ws)  # the grants products need to read other domains (not timed)
     started = time.perf_counter()
     result = ws.build()
     build_s = time.perf_counter() - started

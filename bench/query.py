@@ -151,6 +151,8 @@ def protect_flights(root: Path) -> None:
     assert tailnum in text and table in text, f"{CONTRACT} changed: update protect_flights"
     text = text.replace(tailnum, tailnum + """          - property: piiType
             value: name
+          - property: sensitivity
+            value: sensitive-normal
           - property: masking
             value: mask
 """)
@@ -288,24 +290,24 @@ class Stages:
 
     @contextmanager
     def installed(self, gateway: Gateway) -> Iterator[None]:
-        module = {"parse": gateway_module.parse, "rewrite": gateway_module.rewrite,
-                  "verify": gateway_module.verify}
+        module = {"parse": "parse", "rewrite": "rewrite", "verify": "verify", "policy": "apply_policy"}
+        originals = {name: getattr(gateway_module, name) for name in module.values()}
         instance = {"directory": (gateway.access, "directory"), "authorizer": (gateway.access, "authorizer"),
                     "grants": (gateway.access, "active_grants"), "decide": (gateway, "_decide"),
-                    "catalog": (gateway.catalog, "version_files"), "policy": (gateway, "_policy"),
+                    "catalog": (gateway.catalog, "version_files"),
                     "connect": (gateway, "_connection"), "define": (gateway, "_define"),
                     "execute": (gateway, "_fetch"), "audit": (gateway, "_audit")}
         explain = Authorizer.explain
         try:
-            for stage, fn in module.items():
-                setattr(gateway_module, stage, self.timed(stage, fn))
+            for stage, name in module.items():
+                setattr(gateway_module, name, self.timed(stage, originals[name]))
             for stage, (obj, name) in instance.items():
                 setattr(obj, name, self.timed(stage, getattr(obj, name)))
             Authorizer.explain = self.timed("explain", explain)  # type: ignore[method-assign]
             yield
         finally:
-            for stage, fn in module.items():
-                setattr(gateway_module, stage, fn)
+            for name, fn in originals.items():
+                setattr(gateway_module, name, fn)
             for obj, name in instance.values():
                 delattr(obj, name)
             Authorizer.explain = explain  # type: ignore[method-assign]

@@ -326,10 +326,12 @@ def _build_product(ctx: BuildContext, product: Product, build_id: str, full: boo
         candidates_at = [str(data_file_path(ctx.warehouse, o.address, build_id).parent) for o in product.outputs]
         for folder in candidates_at:
             Path(folder).mkdir(parents=True, exist_ok=True)
-        session = engine.session(Reach(str(scratch), tuple(f for i in inputs for f in i.files), tuple(candidates_at)))
+        purposes = {p.name: p.key_id for p in ctx.mesh.config.linkage if product.domain in p.domains}
+        session = engine.session(Reach(str(scratch), tuple(f for i in inputs for f in i.files), tuple(candidates_at)),
+                                 tokens=bool(purposes))
         for bound in inputs:
             bound.bind(session)
-        session.token_purposes = {p.name: p.key_id for p in ctx.mesh.config.linkage if product.domain in p.domains}
+        session.token_purposes = purposes
         origins = {copy: origin for i in inputs for copy, origin in i.origins.items()}
         candidates = [_transform(ctx, engine, session, product, output, build_id, progress, origins, access)
                       for output in product.outputs]

@@ -110,12 +110,13 @@ class DuckDBSession:
     """One in-memory DuckDB connection; sources and versions are bound as views by name."""
 
     def __init__(self, allowed_directories: list[str] | None = None,
-                 token_key: Callable[[str], bytes] | None = None, reach: Reach | None = None) -> None:
+                 token_key: Callable[[str], bytes] | None = None, reach: Reach | None = None,
+                 tokens: bool = True) -> None:
         # Datasets are sets: writing them in parallel without keeping row order is what makes COPY fast.
         self.con = duckdb.connect(":memory:", config={"preserve_insertion_order": False})
         self._dialects: dict[tuple[str, str, str], str] = {}
         self.token_purposes: dict[str, str] = {}  # linkage purpose → key id, for the product being built
-        if token_key is not None:
+        if token_key is not None and tokens:
             self._register_person_token(token_key)
         self.con.execute("SET autoinstall_known_extensions = false")
         self.con.execute("SET autoload_known_extensions = false")
@@ -265,9 +266,12 @@ class DuckDBEngine:
         self.allowed_directories = allowed_directories
         self.token_key = token_key
 
-    def session(self, reach: Reach | None = None) -> DuckDBSession:
-        """A session for the platform's own reads (no reach), or one confined to a product's reach."""
-        return DuckDBSession(self.allowed_directories, self.token_key, reach)
+    def session(self, reach: Reach | None = None, *, tokens: bool = True) -> DuckDBSession:
+        """A session for the platform's own reads (no reach), or one confined to a product's reach.
+
+        `tokens`: whether `person_token` exists in it (a product of no linkage purpose's domain needs none).
+        """
+        return DuckDBSession(self.allowed_directories, self.token_key, reach, tokens)
 
     def quote(self, identifier: str) -> str:
         return quote(identifier)

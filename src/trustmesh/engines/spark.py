@@ -338,7 +338,7 @@ class SparkEngine:
             _quiet_python_loggers()
             return session
 
-    def session(self, reach: Reach | None = None) -> SparkBuildSession:
+    def session(self, reach: Reach | None = None, *, tokens: bool = True) -> SparkBuildSession:
         """A build's views on the shared Spark session. Spark cannot confine a session to files, so a product's
         reach holds by what its SQL may name (views only: no file paths, no refused function; each product's
         views are dropped before the next binds its own), checked by `check_read` before anything runs."""
