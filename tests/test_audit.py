@@ -186,13 +186,25 @@ def test_deleted_last_entry_disagrees_with_the_head(chain: Workspace) -> None:
     assert result["entries"] == 8
 
 
-def test_deleted_last_entries_and_head_moved_back_needs_the_recorded_head(chain: Workspace) -> None:
-    """Cutting the tail and moving the head back is consistent; only a recorded head reveals it."""
+def test_deleted_last_entries_and_head_moved_back_are_caught_by_the_signed_checkpoints(chain: Workspace) -> None:
+    """Cutting the tail and moving the head back leaves a consistent chain; the checkpoint of entry 9, signed
+    outside the metastore, still vouches for it."""
+    eighth = rows(chain)[7]
+    tamper(chain, delete(ENTRIES).where(ENTRIES.c.seq == 9), update(HEAD).values(seq=8, hash=eighth["hash"]))
+    result = bad(chain, 9, "the chain ends at entry 8, but line", "vouches for entry 9", "entries after 8 were deleted",
+                 "--accept")
+    assert result["entries"] == 8 and result["anchored"] == 8
+
+
+def test_without_checkpoints_a_cut_tail_needs_the_recorded_head(chain: Workspace) -> None:
+    """The chain alone cannot tell a cut tail from a shorter history: only a head recorded earlier can."""
     recorded = chain.audit.verify()["head"]
     eighth = rows(chain)[7]
     tamper(chain, delete(ENTRIES).where(ENTRIES.c.seq == 9), update(HEAD).values(seq=8, hash=eighth["hash"]))
-    assert chain.audit.verify()["ok"] is True
-    bad(chain, None, "rewritten", expect_head=recorded)
+    with chain.store.session() as session:
+        assert audit.verify(session).ok is True
+        result = audit.verify(session, recorded)
+    assert result.ok is False and result.first_bad is None and "rewritten" in result.problem
 
 
 def test_forged_entry_inserted_in_the_middle_renumbering_the_rest(chain: Workspace) -> None:
@@ -257,21 +269,32 @@ def test_deleted_head_is_detected(chain: Workspace) -> None:
     bad(chain, 10, "its head records entry (none)")
 
 
-def test_consistent_rewrite_is_caught_only_by_the_recorded_head(chain: Workspace) -> None:
-    recorded = chain.audit.verify()["head"]
-    entries = rows(chain)
-    entries[2]["actor"] = "beta-owner"  # who approved the grant, rewritten
+def rewrite(ws: Workspace, seq: int, **changes: Any) -> str:
+    """Change entry `seq` and re-hash it and every later entry, head included, as a tamperer with the code would."""
+    entries = rows(ws)
+    entries[seq - 1].update(changes)
     prev, statements = audit.GENESIS, []
     for e in entries:
         digest = audit.entry_hash(prev, e["seq"], e["at"], e["type"], e["actor"], e["subject"], e["details"])
         statements.append(update(ENTRIES).where(ENTRIES.c.seq == e["seq"])
-                          .values(actor=e["actor"], prev_hash=prev, hash=digest))
+                          .values(actor=e["actor"], details=e["details"], prev_hash=prev, hash=digest))
         prev = digest
     statements.append(update(HEAD).where(HEAD.c.id == 1).values(hash=prev))
-    tamper(chain, *statements)
-    assert chain.audit.verify()["ok"] is True  # internally consistent
-    result = bad(chain, None, "rewritten since that head was recorded", expect_head=recorded)
-    assert result["entries"] == 9 and result["head"] == prev
+    tamper(ws, *statements)
+    return prev
+
+
+def test_consistent_rewrite_is_caught_by_the_signed_checkpoints(chain: Workspace) -> None:
+    recorded = chain.audit.verify()["head"]
+    head = rewrite(chain, 3, actor="beta-owner")  # who approved the grant, rewritten
+    with chain.store.session() as session:
+        assert audit.verify(session).ok is True  # internally consistent...
+        by_head = audit.verify(session, recorded)  # ...so without checkpoints only a recorded head catches it
+    assert by_head.ok is False and "rewritten since that head was recorded" in by_head.problem
+    assert by_head.entries == 9 and by_head.head == head
+    # Entries 1-3 were written in two commits (the request; the approval and its grant): 1 and 3 are signed.
+    result = bad(chain, 3, "entry 3 is not the entry signed", "rewritten at or before it and re-hashed")
+    assert result["anchored"] == 1 and result["entries"] == 9
 
 
 def test_recorded_head_still_verifies_after_new_entries(chain: Workspace) -> None:

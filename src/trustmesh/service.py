@@ -25,7 +25,8 @@ from trustmesh.descriptors.loader import load_config
 from trustmesh.engines import Engine, get_engine
 from trustmesh.errors import InvalidMesh, Problem, UsageError
 from trustmesh.lineage.openlineage import LineageEmitter, default_events_path
-from trustmesh.metastore import Metastore
+from trustmesh.metastore import Metastore, audit
+from trustmesh.metastore.anchor import AuditAnchor
 from trustmesh.metastore.iceberg import iceberg_catalog, snapshot_files
 from trustmesh.metastore.schema import utcnow
 from trustmesh.metastore.storage import Warehouse
@@ -107,7 +108,15 @@ class Workspace:
 
     @cached_property
     def store(self) -> Metastore:
-        return Metastore.open(self.metastore_url)
+        store = Metastore.open(self.metastore_url)
+        audit.sign_heads(store.engine, self.audit_anchor)
+        return store
+
+    @cached_property
+    def audit_anchor(self) -> AuditAnchor:
+        """Signed checkpoints of the audit chain, outside the metastore: $TRUSTMESH_AUDIT_KEY_FILE and
+        $TRUSTMESH_AUDIT_LOG, else `.trustmesh/audit-key.pem` and `.trustmesh/audit-checkpoints.jsonl`."""
+        return AuditAnchor.for_mesh(self.root)
 
     @cached_property
     def engine(self) -> Engine:
@@ -200,7 +209,7 @@ class Workspace:
 
     @cached_property
     def audit(self) -> AuditTrail:
-        return AuditTrail(self.store, self.directory)
+        return AuditTrail(self.store, self.directory, self.audit_anchor)
 
     def validate(self) -> list[Problem]:
         """Every problem in the repo — standards, trustmesh rules, SQL against contracts — at once."""

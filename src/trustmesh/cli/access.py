@@ -322,18 +322,58 @@ def audit_verify(
                                                          "verify): also detects a rewrite of the whole chain.")] = None,
     server: ServerOpt = None, mesh: MeshOpt = None, json: JsonOpt = False,
 ) -> None:
-    """Recompute the hash chain; exit 1 and name the first bad entry if anything was edited, deleted,
-    inserted or reordered.
+    """Recompute the hash chain and check it against its signed checkpoints; exit 1 and say what is wrong if
+    anything was edited, deleted, inserted, reordered, cut off the end or rewritten and re-hashed.
+
+    The checkpoints are signed with a key the metastore does not hold ($TRUSTMESH_AUDIT_KEY_FILE, else
+    .trustmesh/audit-key.pem) into a log outside it ($TRUSTMESH_AUDIT_LOG, else
+    .trustmesh/audit-checkpoints.jsonl).
 
     Example: `trustmesh audit verify`
     """
     result = _client(mesh, None, server, needs_actor=False).audit_verify(expect_head)
+    print_verification(result, json)
+    if not result["ok"]:
+        raise typer.Exit(1)
+
+
+def print_verification(result: dict[str, Any], json: bool) -> None:
     if json:
         print_json(result)
-    elif result["ok"]:
+        return
+    if result["ok"]:
         console.print(f"[green]verified[/]: {result['entries']} entries, head {result['head']}")
+        if result.get("anchored"):
+            console.print(f"  {result['checkpoints']} signed checkpoints; the newest vouches for entries 1 to "
+                          f"{result['anchored']}", highlight=False)
     else:
         console.print(f"[red]TAMPERED[/]: {result['problem']}", highlight=False)
+    for note in result.get("notes", []):
+        console.print(f"  note: {note}", markup=False, highlight=False)
+
+
+@audit_app.command("checkpoint")
+def audit_checkpoint(
+    accept: Annotated[bool, typer.Option(
+        "--accept", help="Vouch for the chain as it is although its signed checkpoints do not (a governance admin, "
+                         "with --reason): after restoring a metastore backup older than the newest checkpoint, or "
+                         "for entries committed by a process that could not write the checkpoint log.")] = False,
+    reason: Annotated[str, typer.Option(help="Why the chain is accepted, e.g. which backup was restored.")] = "",
+    as_: AsOpt = None, mesh: MeshOpt = None, json: JsonOpt = False,
+) -> None:
+    """Sign the audit chain's head into the checkpoint log, if the chain verifies.
+
+    Every change signs its own checkpoint; run this to start the log of a metastore older than it, or,
+    with --accept, to vouch for a chain its checkpoints no longer vouch for. A rewritten entry is never
+    accepted. It runs where the checkpoint key is, not through a server.
+
+    Example: `trustmesh audit checkpoint --accept --reason 'restored the 2026-03-01 dump' --as gdo-admin`
+    """
+    if accept and not reason.strip():
+        raise UsageError("--accept needs --reason — fix: say why, e.g. which backup was restored")
+    actor = _actor(as_) if accept else as_
+    result = Workspace.open(mesh).audit.checkpoint(actor, accept=accept, reason=reason)
+    print_verification(result, json)
     if not result["ok"]:
         raise typer.Exit(1)
 

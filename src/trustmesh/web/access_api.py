@@ -168,6 +168,10 @@ class Verification(BaseModel):
     head: str = Field(description="The newest entry's hash: record it, and pass it back as `expect_head` later.")
     first_bad: int | None
     problem: str
+    checkpoints: int = Field(description="Signed checkpoints in the log kept outside the metastore, every one checked.")
+    anchored: int = Field(description="The newest entry a signed checkpoint vouches for (and every entry before it).")
+    notes: list[str] = Field(description="What an auditor should know: where the signed checkpoints start, and "
+                                         "what an operator accepted (a restored older backup), when and why.")
 
 
 @router.get("/me", response_model=Me)
@@ -265,7 +269,7 @@ def audit_log(caller: Caller, ws: WorkspaceDep, links: Annotated[PageLinks, Depe
 def audit_verify(caller: Caller, ws: WorkspaceDep,
                  expect_head: Annotated[str | None, Query(description="A head hash recorded earlier.")] = None
                  ) -> dict[str, Any]:
-    """Recompute the hash chain and name the first bad entry, if any."""
+    """Recompute the hash chain, check it against its signed checkpoints, and name the first bad entry, if any."""
     return ws.audit.verify(expect_head)
 
 
