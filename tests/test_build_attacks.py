@@ -386,3 +386,44 @@ def test_a_products_session_holds_no_other_products_views(mesh: Secrets, tmp_pat
 def test_the_attack_files_never_changed_the_victim(mesh: Secrets) -> None:
     assert VICTIM_ROW in mesh.victim_csv.read_text()
     assert mesh.values["linkage key"] in mesh.keys_file.read_text()
+
+
+# --- the same product on Spark: what its SQL may name is its reach ------------------------------------------
+
+def _spark_missing() -> str | None:
+    import shutil
+
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (pip install 'trustmesh[spark]')"
+    return None if shutil.which("java") else "no java on PATH: Spark needs Java 17+"
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("sql", [
+    pytest.param("SELECT {V} FROM parquet.`{warehouse}`", id="spark-sql-on-files"),
+    pytest.param("SELECT reflect('java.lang.System', 'getenv', '" + ENV_NAME + "') AS v FROM own", id="spark-reflect"),
+    pytest.param("SELECT java_method('java.lang.System', 'getProperty', 'user.home') AS v FROM own",
+                 id="spark-java_method"),
+    pytest.param('SELECT {V} FROM "{victim}" WHERE EXISTS (WITH "{victim}" AS (SELECT 1) SELECT 1)',
+                 id="spark-cte-shadow"),
+    pytest.param("SELECT {V} FROM in__raw_items", id="spark-other-products-view"),
+])
+def test_on_spark_product_sql_reaching_outside_its_inputs_is_refused(mesh: Secrets, sql: str) -> None:
+    if (reason := _spark_missing()) is not None:
+        pytest.skip(reason)
+    files = _evil(sql.format(victim=mesh.victim_csv, warehouse=mesh.warehouse_file, V=V) + "\n")
+    files[f"{EVIL}/product.yaml"].setdefault("customProperties", []).append({"property": "engine", "value": "spark"})
+    assert_refused(mesh, attempt(mesh, files))
+
+
+@pytest.mark.spark
+def test_on_spark_the_control_still_publishes(mesh: Secrets) -> None:
+    if (reason := _spark_missing()) is not None:
+        pytest.skip(reason)
+    files = _evil()
+    files[f"{EVIL}/product.yaml"].setdefault("customProperties", []).append({"property": "engine", "value": "spark"})
+    outcome = attempt(mesh, files)
+    assert not outcome.refused, outcome.text
+    assert OWN_MARKER in outcome.published
