@@ -121,7 +121,6 @@ def attempt(mesh: Secrets, files: dict[str, Any], links: dict[str, Path] | None 
     ws = Workspace.open(mesh.root)
     text: list[str] = []
     try:
-        before = _published(ws)
         try:
             problems = [p for p in ws.validate() if p.severity == "error"]
         except TrustmeshError as exc:
@@ -134,8 +133,8 @@ def attempt(mesh: Secrets, files: dict[str, Any], links: dict[str, Path] | None 
         except TrustmeshError as exc:
             return Outcome(True, "\n".join([*text, str(exc)]), "")
         text += [f"{r.message} " + " ".join(f"{p.message} {p.fix}" for p in r.problems) for r in result.products]
-        after = _published(ws)
-        return Outcome(not result.ok, "\n".join(text), after if after != before else "")
+        published = any(r.status == "published" for r in result.products)
+        return Outcome(not result.ok, "\n".join(text), _published(ws) if published else "")
     finally:
         ws.close()
 

@@ -50,6 +50,7 @@ from trustmesh.sqlguard import INTERNAL_PREFIX, PRODUCT, QueryRefused
 from trustmesh.validate import (
     check_mesh,
     compare_columns,
+    file_argument,
     resolve_views,
     source_format,
     view_name,
@@ -373,12 +374,14 @@ class BoundInput:
     columns: list[str] | None = None
     port: InputPort | None = None
     origins: dict[str, str] = field(default_factory=dict)  # bronze copy → the source file it came from
+    origins_read: list[str] = field(default_factory=list)  # the source files themselves, as validation read them
 
     def bind(self, session: EngineSession) -> None:
         for view in self.views:
             if self.kind == "file":
                 assert self.port is not None
-                session.bind_file(view, self.files, source_format(self.port), self.port.source.options)
+                session.bind_file(view, self.files, source_format(self.port), self.port.source.options,
+                                  same_as=list(self.origins_read))
             else:
                 session.bind_parquet(view, self.files, self.columns)
 
@@ -397,7 +400,8 @@ def _gather_inputs(ctx: BuildContext, product: Product, fp: Fingerprint, progres
         views = [view_name(str(ref)) for ref in sorted({port.name, port.source.address} - {None}, key=str)]
         if port.source.type == "file":
             landed = land_file(product, port, fp.inputs[port.name]["fingerprint"], bronze)
-            found.append(BoundInput(views, landed.files, "file", port=port, origins=landed.origins))
+            found.append(BoundInput(views, landed.files, "file", port=port, origins=landed.origins,
+                                    origins_read=file_argument(product, port)))
             continue
         if port.source.type == "database":
             landed = land_database(product, port, bronze)

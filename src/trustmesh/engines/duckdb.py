@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,23 @@ def _token(key: bytes, value: str) -> str | None:
     return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
 
 
+# Sniffed CSV dialects by file (path, size, modification time), shared by every session of this process:
+# a source is sniffed once, by validation's reader, and its bronze copy is read with the same dialect.
+_DIALECTS: dict[tuple[str, str, str], str] = {}
+
+
+def _stamp(paths: str | list[str]) -> str:
+    """Which files, as they are now: a changed file is sniffed again."""
+    found = []
+    for p in [paths] if isinstance(paths, str) else paths:
+        try:
+            stat = os.stat(p)
+            found.append((p, stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            found.append((p, -1, -1))
+    return json.dumps(found)
+
+
 def _condense(text: str) -> str:
     """DuckDB's multi-paragraph errors as one line: the first paragraph and the file it names."""
     paragraphs = text.strip().split("\n\n")
@@ -114,7 +132,6 @@ class DuckDBSession:
                  tokens: bool = True) -> None:
         # Datasets are sets: writing them in parallel without keeping row order is what makes COPY fast.
         self.con = duckdb.connect(":memory:", config={"preserve_insertion_order": False})
-        self._dialects: dict[tuple[str, str, str], str] = {}
         self.token_purposes: dict[str, str] = {}  # linkage purpose → key id, for the product being built
         if token_key is not None and tokens:
             self._register_person_token(token_key)
@@ -179,19 +196,23 @@ class DuckDBSession:
         self._run(f"CREATE OR REPLACE VIEW {quote(view)} AS SELECT * FROM {self._reader(path, fmt, options, same_as)}")
 
     def _reader(self, path: str | list[str], fmt: str, options: dict[str, Any], same_as: str | list[str] | None) -> str:
-        """The reader call; a CSV's dialect and column types are sniffed once, then pinned (auto_detect=false)."""
+        """The reader call; a CSV's dialect and column types are sniffed once per file content, then pinned
+        (auto_detect=false). `same_as`: byte-identical files whose dialect may already be known (a source and
+        its bronze copy); the sniff itself always reads `path`, the file this session is reading."""
         if fmt != "csv":
             return reader_sql(path, fmt, options)
-        key = (json.dumps(same_as or path), fmt, json.dumps(options, sort_keys=True, default=str))
-        pinned = self._dialects.get(key)
+        key = (_stamp(same_as or path), fmt, json.dumps(options, sort_keys=True, default=str))
+        pinned = _DIALECTS.get(key)
         if pinned is None:
-            sample = same_as or path
-            sniff = reader_sql(sample if isinstance(sample, str) else sample[0], fmt, options).replace("read_csv(", "sniff_csv(", 1)
+            first = path if isinstance(path, str) else path[0]
+            sniff = reader_sql(first, fmt, options).replace("read_csv(", "sniff_csv(", 1)
             row = self._run(f"SELECT Prompt FROM {sniff}").fetchone()
             found = _PROMPT.match(str(row[0]).strip()) if row else None
             if not found:
                 return reader_sql(path, fmt, options)
-            pinned = self._dialects[key] = found.group(1)
+            if len(_DIALECTS) > 10_000:
+                _DIALECTS.clear()
+            pinned = _DIALECTS[key] = found.group(1)
         return f"read_csv({literal(path)}{pinned}"
 
     def bind_parquet(self, view: str, files: list[str], columns: list[str] | None = None) -> None:
