@@ -7,6 +7,8 @@ from typing import Any
 
 from trustmesh.descriptors import Mesh
 from trustmesh.descriptors.models import DOMAIN_ROLES
+from trustmesh.descriptors.people import agency, clearance, declarations, trust_problems
+from trustmesh.errors import InvalidMesh
 from trustmesh.metastore.registry import highest
 
 # The same words everywhere: CLI, --json, API and UI.
@@ -25,7 +27,7 @@ class Principal:
     kind: str
     name: str
     email: str | None = None
-    domain: str | None = None  # a person's agency, a product's domain
+    domain: str | None = None  # a person's agency (set by governance, else their domain), a product's domain
     clearance: str | None = None
     roles: frozenset[tuple[str, str | None]] = frozenset()  # (role, domain); domain None for mesh-wide roles
     attributes: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
@@ -101,18 +103,23 @@ class Directory:
 
     @classmethod
     def from_mesh(cls, mesh: Mesh) -> Directory:
-        people: dict[str, dict[str, Any]] = {}
-        declared = [(p, None) for p in mesh.config.people] + [(p, d.name) for d in mesh.domains.values() for p in d.people]
-        for person, domain in declared:
-            entry = people.setdefault(person.id, {"person": person, "domain": domain, "roles": set()})
-            if entry["domain"] is None:
-                entry["domain"] = domain
-            entry["roles"] |= {(r, domain if r in DOMAIN_ROLES else None) for r in person.roles}
+        """Principals and datasets of a loaded mesh.
+
+        Refuses (InvalidMesh) a person declared twice, or a domain that set a clearance, an agency or a role
+        outside itself, rather than pick one declaration: the loader reports these, so only a mesh loaded
+        leniently despite them gets here.
+        """
+        declared = declarations(mesh)
+        refused = trust_problems(declared)
+        if refused:
+            raise InvalidMesh(refused, "the mesh's people cannot be trusted as declared")
         principals: dict[str, Principal] = {}
-        for pid, entry in people.items():
-            p = entry["person"]
-            principals[pid] = Principal(pid, PERSON, p.name, p.email, p.attributes.get("agency", entry["domain"]),
-                                        p.clearance, frozenset(entry["roles"]), dict(p.attributes))
+        for decl in declared:
+            p = decl.person
+            held = frozenset((r, decl.domain if r in DOMAIN_ROLES else None) for r in p.roles)
+            principals[p.id] = Principal(p.id, PERSON, p.name, p.email, agency(mesh, decl), clearance(mesh, decl),
+                                         held, dict(p.attributes))
+        people = set(principals)
         for address, product in mesh.products.items():
             principals[address] = Principal(address, PRODUCT, product.name, None, product.domain)
         datasets: dict[str, DatasetInfo] = {}

@@ -11,9 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from trustmesh.descriptors.models import (
     DATASET_PATTERN,
-    DOMAIN_ROLES,
     ENGINES,
-    MESH_ROLES,
     NAME_PATTERN,
     PRODUCT_KINDS,
     TIERS,
@@ -27,6 +25,7 @@ from trustmesh.descriptors.models import (
     Product,
     SourceSpec,
 )
+from trustmesh.descriptors.people import Declaration, role_problems, settings_problems, trust_problems
 from trustmesh.errors import InvalidMesh, Problem, ProblemList
 from trustmesh.standards import ODCS, ODPS, ValidCache, schema_errors
 from trustmesh.yamlfile import YamlDocument, load_yaml
@@ -44,19 +43,21 @@ def load_mesh(root: Path, *, strict: bool = True) -> tuple[Mesh, list[Problem]]:
                      fix="run `trustmesh init` here, or pass --mesh DIR / set TRUSTMESH_MESH")],
             "not a mesh",
         )
-    config = _load_model(root, root / MESH_FILE, MeshConfig, problems)
+    config, mesh_doc = _load_model(root, root / MESH_FILE, MeshConfig, problems)
     mesh = Mesh(root=root, config=config or MeshConfig(name="unnamed"))
     cache = ValidCache(root / ".trustmesh" / "cache")
-    for person in mesh.config.people:
-        for role in person.roles:
-            if role not in MESH_ROLES + DOMAIN_ROLES:
-                problems.add(MESH_FILE, f"unknown role {role!r} for {person.id}", path=f"people[{person.id}].roles",
-                             fix=f"use one of {', '.join(MESH_ROLES)}")
+    docs = {MESH_FILE: mesh_doc} if mesh_doc is not None else {}
+    people = [Declaration(p, i, None, MESH_FILE) for i, p in enumerate(mesh.config.people)]
     domains_dir = root / "domains"
     for folder in sorted(p for p in domains_dir.glob("*") if p.is_dir()) if domains_dir.is_dir() else []:
-        domain = _load_domain(root, folder, problems)
-        if domain is not None:
+        loaded = _load_domain(root, folder, problems)
+        if loaded is not None:
+            domain, doc = loaded
             mesh.domains[domain.name] = domain
+            docs[doc.file] = doc
+            people += [Declaration(p, i, domain.name, doc.file) for i, p in enumerate(domain.people)]
+    problems.extend(role_problems(people, docs) + trust_problems(people, docs))
+    problems.extend(settings_problems(mesh, people, mesh_doc))
     for domain_name in sorted(mesh.domains):
         products_dir = domains_dir / domain_name / "products"
         for folder in sorted(p for p in products_dir.glob("*") if p.is_dir()) if products_dir.is_dir() else []:
@@ -78,7 +79,7 @@ def load_config(root: Path) -> MeshConfig:
     problems = ProblemList()
     if not (root / MESH_FILE).is_file():
         load_mesh(root)  # raises the "not a mesh" error with its fix
-    config = _load_model(root, root / MESH_FILE, MeshConfig, problems)
+    config, _ = _load_model(root, root / MESH_FILE, MeshConfig, problems)
     problems.raise_if_any()
     assert config is not None
     return config  # type: ignore[no-any-return]
@@ -91,17 +92,20 @@ def _rel(root: Path, path: Path) -> str:
         return str(path)
 
 
-def _load_model(root: Path, path: Path, model: type[BaseModel], problems: ProblemList) -> Any:
+def _load_model(
+    root: Path, path: Path, model: type[BaseModel], problems: ProblemList
+) -> tuple[Any, YamlDocument | None]:
+    """The file as `model`, and its document (for lines); None for what could not be read."""
     doc, problem = load_yaml(path, _rel(root, path))
     if problem:
         problems.extend([problem])
-        return None
+        return None, None
     assert doc is not None
     try:
-        return model.model_validate(doc.data)
+        return model.model_validate(doc.data), doc
     except ValidationError as exc:
         problems.extend(pydantic_problems(doc, exc, model))
-        return None
+        return None, None
 
 
 def pydantic_problems(doc: YamlDocument, exc: ValidationError, model: type[BaseModel]) -> list[Problem]:
@@ -157,23 +161,19 @@ def _known_keys(model: type[BaseModel], loc: list[Any]) -> list[str]:
     return []
 
 
-def _load_domain(root: Path, folder: Path, problems: ProblemList) -> DomainSpec | None:
+def _load_domain(root: Path, folder: Path, problems: ProblemList) -> tuple[DomainSpec, YamlDocument] | None:
     path = folder / "domain.yaml"
     rel = _rel(root, path)
     if not path.exists():
         problems.add(rel, "domain folder without domain.yaml", fix=f"run `trustmesh new domain {folder.name}`")
         return None
-    domain: DomainSpec | None = _load_model(root, path, DomainSpec, problems)
-    if domain is None:
+    domain, doc = _load_model(root, path, DomainSpec, problems)
+    if domain is None or doc is None:
         return None
+    assert isinstance(domain, DomainSpec)
     if domain.name != folder.name:
         problems.add(rel, f"name {domain.name!r} differs from the folder name {folder.name!r}", path="name",
                      fix=f"set `name: {folder.name}` or rename the folder")
-    for person in domain.people:
-        for role in person.roles:
-            if role not in DOMAIN_ROLES:
-                problems.add(rel, f"unknown role {role!r} for {person.id}", path=f"people[{person.id}].roles",
-                             fix=f"use one of {', '.join(DOMAIN_ROLES)}")
     if domain.quality_benchmarks and domain.kind != "trusted-centre":
         problems.add(rel, "only a Trusted Centre sets quality benchmarks for its sector", path="qualityBenchmarks",
                      fix="move the rules into this domain's contracts, or set `kind: trusted-centre`")
@@ -181,7 +181,7 @@ def _load_domain(root: Path, folder: Path, problems: ProblemList) -> DomainSpec 
         if not domain.people_in_role(role):
             problems.add(rel, f"no person with the role {role}", path="people",
                          fix=f"name at least one person with `roles: [{role}]`")
-    return domain
+    return domain, doc
 
 
 def custom_properties(items: list[dict[str, Any]] | None) -> dict[str, Any]:

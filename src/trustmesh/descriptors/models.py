@@ -37,12 +37,14 @@ class GlossaryTerm(Strict):
 
 
 class Person(Strict):
+    """Someone who signs in, asks and decides; declared once, in mesh.yaml or in their domain's domain.yaml."""
+
     id: str = Field(pattern=r"^[a-z][a-z0-9._-]*$")
     name: str
     email: str | None = None
     roles: list[str] = []
-    clearance: str | None = None
-    attributes: dict[str, Any] = {}
+    clearance: str | None = None  # mesh.yaml only; a domain's people get theirs from access.clearances
+    attributes: dict[str, Any] = {}  # `agency` in mesh.yaml only; a domain's people read as their domain
 
 
 class ClassificationScheme(Strict):
@@ -163,6 +165,9 @@ class AccessSettings(Strict):
     two_level_from: str = Field("confidential", alias="twoLevelFrom")  # and sensitive-high, and any unmask
     purpose_categories: list[str] = Field(default_factory=lambda: list(PURPOSE_CATEGORIES), min_length=1,
                                           alias="purposeCategories")
+    # The governance office's word on people declared in a domain.yaml, which may set neither:
+    clearances: dict[str, str] = {}  # person id -> IM8 level (else defaultClearance)
+    agencies: dict[str, str] = {}  # person id -> the agency they read as (else their domain)
 
 
 class LinkagePurpose(Strict):
