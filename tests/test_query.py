@@ -505,7 +505,7 @@ def agency_files() -> dict[str, Any]:
     schema["properties"].append(column("region", "string"))
     schema["customProperties"] = [{"property": "rowFilter", "value": "region = {agency}"}]
     liaison = person("beta-liaison", "developer")
-    liaison["attributes"] = {"agency": "gamma"}
+    files["mesh.yaml"]["access"] = {"agencies": {"beta-liaison": "gamma"}}
     files["domains/beta/domain.yaml"]["people"] += [liaison]
     return files
 
