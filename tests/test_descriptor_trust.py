@@ -301,3 +301,14 @@ def test_yaml_read_from_a_device_stops_at_the_bound(tmp_path: Path) -> None:
         pytest.skip("no /dev/zero on this system")
     doc, problem = load_yaml(zero, "contracts/endless.odcs.yaml")
     assert doc is None and problem is not None and "larger than" in problem.message
+
+def test_a_contract_nesting_object_columns_too_deep_is_refused_before_the_schema_check(make_mesh: Any) -> None:
+    """Each nested level triples the cost of the ODCS schema check: 12 levels would stall validate for hours."""
+    files = base_files()
+    contract = files["domains/alpha/products/shop-dp/contracts/items.odcs.yaml"]
+    inner: dict[str, Any] = {"name": "leaf", "logicalType": "string"}
+    for level in range(12):
+        inner = {"name": f"level{level}", "logicalType": "object", "properties": [inner]}
+    contract["schema"][0]["properties"].append(inner)
+    problems = make_mesh(files, grants=False).validate()
+    assert any("nested 13 levels deep" in p.message and p.file.endswith("items.odcs.yaml") for p in problems)

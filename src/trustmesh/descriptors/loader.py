@@ -202,8 +202,37 @@ def _cp_path(items: list[dict[str, Any]] | None, name: str) -> list[str | int]:
     return ["customProperties"] if idx is None else ["customProperties", idx, "value"]
 
 
+MAX_NESTED_PROPERTIES = 5  # object columns within object columns: each level triples the schema check's work
+
+
+def _nesting(data: Any, path: list[str | int]) -> tuple[int, list[str | int]]:
+    """How many `properties` lists are nested inside one another in `data`, and where the deepest one is."""
+    deepest: tuple[int, list[str | int]] = (0, path)
+    stack: list[tuple[Any, int, list[str | int]]] = [(data, 0, path)]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, dict):
+            for key, value in node.items():
+                level = depth + 1 if key == "properties" and isinstance(value, list) else depth
+                if level > deepest[0]:
+                    deepest = (level, [*where, key])
+                stack.append((value, level, [*where, key]))
+        elif isinstance(node, list):
+            stack.extend((value, depth, [*where, i]) for i, value in enumerate(node))
+    return deepest
+
+
 def standard_problems(doc: YamlDocument, schema: str, standard: str, cache: ValidCache | None = None) -> list[Problem]:
-    """Problems of `doc` against an official JSON schema, deduplicated, with lines."""
+    """Problems of `doc` against an official JSON schema, deduplicated, with lines.
+
+    A document nesting object columns deeper than `MAX_NESTED_PROPERTIES` is refused before the schema is
+    checked: the check's cost grows threefold with each level, so a small file could stall every build.
+    """
+    depth, where = _nesting(doc.data, [])
+    if depth > MAX_NESTED_PROPERTIES:
+        return [doc.problem(where, f"{standard}: `properties` are nested {depth} levels deep; at most "
+                            f"{MAX_NESTED_PROPERTIES} are accepted",
+                            "flatten the nested object columns (e.g. a separate dataset, or fewer levels)")]
     seen: set[tuple[str, str]] = set()
     out = []
     for err in schema_errors(schema, doc.data, cache):
