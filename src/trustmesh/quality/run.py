@@ -9,6 +9,7 @@ from trustmesh.descriptors import Contract
 from trustmesh.engines import EngineSession, QueryFailed
 from trustmesh.quality.compile import ROWS, Quote, compile_quality, failure_predicate
 from trustmesh.quality.rules import QualityRule, _num
+from trustmesh.sqlguard import QUALITY_RULE, QueryRefused
 
 SAMPLES = 5
 
@@ -83,9 +84,12 @@ def run_quality(session: EngineSession, relation: str, contract: Contract, rules
             results.append(CheckResult(rule, value, rule.passes(value)))
     for rule, sql in compiled.sql_rules:
         try:
+            session.check_read(sql, {relation}, QUALITY_RULE)  # the engine's own reading agrees: this dataset only
             got = session.query(sql)
             answer = float(got[0][0]) if got and got[0] and got[0][0] is not None else None
             results.append(CheckResult(rule, answer, rule.passes(answer)))
+        except QueryRefused as exc:
+            results.append(CheckResult(rule, None, False, error=f"the rule's query is refused: {exc}"))
         except (QueryFailed, TypeError, ValueError) as exc:
             results.append(CheckResult(rule, None, False, error=f"the rule's query failed: {exc}"))
     for rule in compiled.type_rules:
