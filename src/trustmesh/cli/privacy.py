@@ -118,7 +118,9 @@ def kanon(
     The suggestion climbs, per column, numbers in buckets of 5/10/20/50, dates to year then decade, strings
     (postal codes) to their first 2 then 1 characters, and last suppresses the column — greedily, until
     every class has k rows. On a dataset, for the domain's custodians and governance admins; with --sql, for
-    anyone, on their own governed result.
+    anyone, on their own governed result. The work is bounded like a query's (30 s, its memory, at most 12
+    quasi-identifiers and 10 million rows); past that it stops, saying what to reduce — fewer
+    quasi-identifiers, or a sample (`--sql "SELECT ... FROM ... USING SAMPLE 100000"`).
 
     Examples: `trustmesh privacy kanon health.activity-dp.participants --quasi gender,postal_code --as nurul`,
     `trustmesh privacy kanon --sql "SELECT date_diff('year', date_of_birth, current_date) AS age, postal_code,

@@ -27,14 +27,17 @@ def run_query(
                                             "bts.flights-dp.flights); a past version as `AT (VERSION => N)`.")],
     format: Annotated[str, typer.Option("--format", help="table, csv, json, parquet or arrow (Arrow IPC stream).")]
     = "table",
-    limit: Annotated[int | None, typer.Option(help="At most this many rows (default 10,000).")] = None,
+    limit: Annotated[int | None, typer.Option(help="At most this many rows (default 10,000). A result is also "
+                                                   "capped in bytes (64 MiB by default).")] = None,
     output: Annotated[Path | None, typer.Option(help="Write the result to this file (needed for parquet and arrow "
                                                      "on a terminal).")] = None,
     as_: AsOpt = None, server: ServerOpt = None, mesh: MeshOpt = None,
 ) -> None:
     """Query the datasets you may read: ungranted columns are absent, personal data masked as your grant says.
 
-    Every query is audited. The footer says which columns were masked and how.
+    Every query is audited. The footer says which columns were masked and how. A query that runs too long
+    (30 s), needs too much memory, or returns too many bytes is stopped with a message saying what to change;
+    one person runs at most 4 queries at once on a server.
 
     Examples: `trustmesh query 'SELECT gender, count(*) FROM health."activity-dp".participants GROUP BY 1' --as irfan`,
     `trustmesh query 'SELECT * FROM bts.flights-dp.flights' --limit 100 --format csv --as grace`

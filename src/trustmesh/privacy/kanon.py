@@ -9,25 +9,36 @@ every class has k rows (or the rows still below k fit the row-suppression budget
 rung that leaves the fewest rows in classes below k (then the largest k, then the most classes kept);
 a column is suppressed only when no other rung is left. Rungs the climb took that a later rung made
 unnecessary are then stepped back down. Pure functions over a DuckDB connection and a SELECT.
+
+The climb runs one GROUP BY per trial rung, so its cost grows with the rows and with the square of the
+quasi-identifiers. A `Budget` bounds it: at most so many quasi-identifiers and rows, and a deadline that
+`bounded` enforces inside DuckDB (interrupting a running query) and the climb checks between trials;
+past any of them the work stops with `KanonTooCostly`, naming what to reduce.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import threading
+import time
 import uuid
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
 
 from trustmesh.engines.duckdb import quote
-from trustmesh.errors import UsageError
+from trustmesh.errors import TrustmeshError, UsageError
 
 NUMBER_BUCKETS = (5, 10, 20, 50)
 DEFAULT_K = 5
 SMALLEST = 10
+MAX_QUASI = 12
+MAX_ROWS = 10_000_000
+SAMPLE_HINT = "measure a sample (`--sql 'SELECT ... FROM ... USING SAMPLE 100000'`)"
 _NUMBER = re.compile(r"U?(?:TINY|SMALL|BIG|HUGE)?INT(?:EGER)?|UHUGEINT|INT[1248]|DOUBLE|FLOAT|REAL|DECIMAL.*|NUMERIC.*")
 
 
@@ -46,6 +57,63 @@ class Rung:
 
 
 SUPPRESS = Rung("suppressed (the column dropped)", "NULL")
+
+
+class KanonTooCostly(TrustmeshError):
+    """A k-anonymity measurement would take more time, memory, rows or quasi-identifiers than it may."""
+
+    http_status = 422
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one k-anonymity measurement may spend, from the moment the budget is made."""
+
+    seconds: float = 30.0
+    max_rows: int = MAX_ROWS
+    max_quasi: int = MAX_QUASI
+    memory: str | None = None  # DuckDB's memory limit, for the message (the connection is set by its opener)
+    started: float = field(default_factory=time.monotonic)
+
+    def left(self) -> float:
+        return self.started + self.seconds - time.monotonic()
+
+    def check_quasi(self, quasi: Sequence[str]) -> None:
+        if len(quasi) > self.max_quasi:
+            raise KanonTooCostly(f"{len(quasi)} quasi-identifiers, more than the {self.max_quasi} a measurement may "
+                                 "take (the search grows with their square) — fix: name only the columns an "
+                                 f"attacker could know, at most {self.max_quasi}")
+
+    def check_rows(self, rows: int) -> None:
+        if rows > self.max_rows:
+            raise KanonTooCostly(f"{rows:,} rows, more than the {self.max_rows:,} a measurement may read — fix: "
+                                 f"{SAMPLE_HINT}")
+
+    def check_time(self) -> None:
+        if self.left() <= 0:
+            raise self.timed_out()
+
+    def timed_out(self) -> KanonTooCostly:
+        return KanonTooCostly(f"the k-anonymity measurement ran longer than {self.seconds:g} s and was stopped — "
+                              f"fix: name fewer quasi-identifiers (only what an attacker could know), or {SAMPLE_HINT}")
+
+
+@contextmanager
+def bounded(con: duckdb.DuckDBPyConnection, budget: Budget) -> Iterator[None]:
+    """Run the block under `budget`: DuckDB is interrupted at its deadline, and running out of time or of
+    the connection's memory becomes `KanonTooCostly`."""
+    timer = threading.Timer(max(budget.left(), 0.0), con.interrupt)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    except duckdb.InterruptException as exc:
+        raise budget.timed_out() from exc
+    except duckdb.OutOfMemoryException as exc:
+        raise KanonTooCostly(f"the k-anonymity measurement needed more than {budget.memory or 'its'} memory and was "
+                             f"stopped — fix: name fewer quasi-identifiers, or {SAMPLE_HINT}") from exc
+    finally:
+        timer.cancel()
 
 
 def ladder(data_type: str, longest: int | None = None) -> list[Rung]:
@@ -70,7 +138,8 @@ def columns_of(con: duckdb.DuckDBPyConnection, relation_sql: str) -> dict[str, s
     return {str(r[0]): str(r[1]) for r in con.execute(f"DESCRIBE SELECT * FROM ({relation_sql}) AS __tm_rel").fetchall()}
 
 
-def _check(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequence[str], k: int) -> dict[str, str]:
+def _check(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequence[str], k: int,
+           budget: Budget | None = None) -> dict[str, str]:
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise UsageError(f"k {k!r} — fix: a whole number of rows, at least 1 (commonly 3, 5 or 10)")
     if not quasi:
@@ -84,19 +153,24 @@ def _check(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequence[st
     if unknown:
         raise UsageError(f"no column(s) {', '.join(unknown)} in the data — fix: pick quasi-identifiers from "
                          f"{', '.join(types)}")
+    if budget is not None:
+        budget.check_quasi(quasi)
+        budget.check_time()
+        total = con.execute(f"SELECT count(*) FROM ({relation_sql}) AS __tm_rel").fetchone()
+        budget.check_rows(int(total[0]) if total else 0)
     return types
 
 
 def k_anonymity(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequence[str], k: int = DEFAULT_K, *,
-                smallest: int = SMALLEST, weight: str | None = None) -> dict[str, Any]:
+                smallest: int = SMALLEST, weight: str | None = None, budget: Budget | None = None) -> dict[str, Any]:
     """How k-anonymous `relation_sql` (a SELECT) is over the quasi-identifiers `quasi`.
 
     Returns k (the smallest class; None for no rows), the rows and classes, the classes and rows below the
     target `k`, and the `smallest` smallest classes with their values (NULL is a value like any other).
     With `weight`, each row stands for that many people (an aggregate release's count column), and a
-    class's size is the people it covers.
+    class's size is the people it covers. With a `budget`, the quasi-identifiers and rows are checked first.
     """
-    types = _check(con, relation_sql, [*quasi, weight] if weight else quasi, k)
+    types = _check(con, relation_sql, [*quasi, weight] if weight else quasi, k, budget)
     if isinstance(smallest, bool) or not isinstance(smallest, int) or smallest < 0:
         raise UsageError(f"smallest {smallest!r} — fix: how many of the smallest classes to show, 0 or more")
     if weight and not _NUMBER.fullmatch(types[weight].upper()):
@@ -129,14 +203,16 @@ class _State:
 
 
 def suggest_generalisation(con: duckdb.DuckDBPyConnection, relation_sql: str, quasi: Sequence[str],
-                           k: int = DEFAULT_K, *, max_suppression: float = 0.0) -> dict[str, Any]:
+                           k: int = DEFAULT_K, *, max_suppression: float = 0.0,
+                           budget: Budget | None = None) -> dict[str, Any]:
     """The generalisation (and row suppression, up to `max_suppression` of the rows) that makes `relation_sql`
     k-anonymous over `quasi`, found greedily up each column's `ladder`.
 
     Returns whether k was reached, the steps in the order taken (each with the k, classes and rows below k
     after it), the final generalisation per column with its SQL, the resulting k, and the rows suppressed.
+    With a `budget`, its deadline is checked before every trial (run the call `bounded` to stop a trial too).
     """
-    types = _check(con, relation_sql, quasi, k)
+    types = _check(con, relation_sql, quasi, k, budget)
     if not 0 <= max_suppression < 1:
         raise UsageError(f"max suppression {max_suppression!r} — fix: a share of the rows from 0 up to (not "
                          "including) 1, e.g. 0.01 for 1%")
@@ -152,6 +228,8 @@ def suggest_generalisation(con: duckdb.DuckDBPyConnection, relation_sql: str, qu
             ladders.append(ladder(types[q], int(longest[0]) if longest and longest[0] is not None else 0))
 
         def evaluate(levels: list[int]) -> _State:
+            if budget is not None:
+                budget.check_time()
             exprs = ", ".join(f"{a if level == 0 else ladders[i][level - 1].sql(a)} AS {a}"
                               for i, (a, level) in enumerate(zip(aliases, levels, strict=True)))
             sizes = f"SELECT sum(n) AS s FROM (SELECT {exprs}, n FROM {base}) AS g GROUP BY {', '.join(aliases)}"
@@ -165,10 +243,10 @@ def suggest_generalisation(con: duckdb.DuckDBPyConnection, relation_sql: str, qu
         state = start = evaluate(levels)
         total = con.execute(f"SELECT coalesce(sum(n), 0) FROM {base}").fetchone()
         rows = int(total[0]) if total else 0
-        budget = math.floor(max_suppression * rows)
+        suppressible = math.floor(max_suppression * rows)
 
         def done(s: _State) -> bool:
-            return s.rows_below <= budget and (s.rows_below < rows or rows == 0)
+            return s.rows_below <= suppressible and (s.rows_below < rows or rows == 0)
 
         path: list[int] = []  # the column generalised at each step of the climb
         while not done(state) and rows >= k:  # fewer rows than k: no generalisation reaches it

@@ -4,16 +4,21 @@ For each dataset a query names, the gateway asks the authorizer which columns th
 in the clear, masked or not at all, and defines a relation over that version's data files with
 exactly those columns — masked ones already replaced by their masked expression, rows already
 filtered. The consumer's SQL is rewritten to read those relations, checked again by DuckDB's own
-parser, and run on a connection that can open only those files, with its configuration locked, a
-memory limit and a timeout. Every query, run or refused, is an audit entry.
+parser, and run on a connection that can open only those files, with its configuration locked, in a
+worker process whose memory the operating system caps (`trustmesh.query.sandbox`), with a timeout and a
+cap on the result's rows and bytes. A server process runs only so many queries at once, and one principal
+only a few of them (`trustmesh.query.running`). Every query, run or refused, is an audit entry, with
+the whole SQL it was sent.
 """
 
 from __future__ import annotations
 
-import queue
+import hashlib
+import re
 import threading
 import time
 import uuid
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,33 +35,71 @@ from trustmesh.access.views import select as policy_select
 from trustmesh.access.workflow import AccessService
 from trustmesh.catalog import Catalog
 from trustmesh.engines.duckdb import literal, quote
-from trustmesh.errors import NotFound, TrustmeshError
+from trustmesh.errors import NotFound, TrustmeshError, UsageError
 from trustmesh.metastore import audit
 from trustmesh.metastore.schema import ProductStatusRow
 from trustmesh.privacy.keys import KeyStore
-from trustmesh.privacy.masking import register_keyed_functions
+from trustmesh.query import sandbox
 from trustmesh.query.guard import (
     INTERNAL_PREFIX,
+    MAX_SQL_CHARS,
     QueryRefused,
     parse,
     restrict_to_aggregates,
     rewrite,
     verify,
 )
+from trustmesh.query.running import RUNNING
+from trustmesh.query.sandbox import ResultTooLarge, WorkerConnection, WorkerLost
 
-MAX_AUDITED_SQL = 10_000
+# The audit keeps the whole SQL of any query that could run (longer ones are refused before parsing), and
+# of a longer one its first and last EXCERPT characters; always its length and SHA-256.
+MAX_AUDITED_SQL = MAX_SQL_CHARS
+EXCERPT = 2_000
+BATCH_ROWS = 2_048  # one DuckDB vector: the result's bytes are counted at this grain
 KEYED = f"{INTERNAL_PREFIX}_keyed"  # the keyed-hash function of query connections: keys stay in Python
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one query may use."""
+    """What one query may use, and how many may run at once in one server process.
+
+    A query's worker process is capped at `memory` (DuckDB's own limit; past it DuckDB spills to disk)
+    plus `max_result_bytes` plus a fixed overhead (`sandbox.OVERHEAD`), so a server process holds at most
+    `max_running` times that for queries. k-anonymity runs under `timeout_s` and `memory` too, on at most
+    `kanon_max_rows` rows and `kanon_max_quasi` quasi-identifiers.
+    """
 
     timeout_s: float = 30.0
-    memory: str = "2GB"
+    memory: str = "1GB"
     threads: int = 2
     default_rows: int = 10_000
     max_rows: int = 1_000_000
+    max_result_bytes: int = 64 * 2**20
+    max_running: int = 8  # per server process
+    max_running_per_principal: int = 4  # per server process
+    queue_s: float = 10.0  # how long a query waits for a place when all max_running are taken
+    kanon_max_rows: int = 10_000_000
+    kanon_max_quasi: int = 12
+
+    def __post_init__(self) -> None:
+        memory_bytes(self.memory)
+        counts = {"threads": self.threads, "default_rows": self.default_rows, "max_rows": self.max_rows,
+                  "max_result_bytes": self.max_result_bytes, "max_running": self.max_running,
+                  "max_running_per_principal": self.max_running_per_principal,
+                  "kanon_max_rows": self.kanon_max_rows, "kanon_max_quasi": self.kanon_max_quasi}
+        wrong = [f"{name} {value!r}" for name, value in counts.items()
+                 if isinstance(value, bool) or not isinstance(value, int) or value < 1]
+        wrong += [f"{name} {value!r}" for name, value in (("timeout_s", self.timeout_s), ("queue_s", self.queue_s))
+                  if isinstance(value, bool) or not isinstance(value, int | float) or value < 0]
+        if wrong:
+            raise UsageError(f"query limits {', '.join(wrong)} — fix: whole numbers of at least 1, and seconds of "
+                             "0 or more")
+
+    @property
+    def worker_memory(self) -> int:
+        """The cap, in bytes, on the worker process that runs one query."""
+        return memory_bytes(self.memory) + self.max_result_bytes + sandbox.OVERHEAD
 
 
 @dataclass
@@ -86,6 +129,12 @@ class QueryTimeout(TrustmeshError, TimeoutError):
     http_status = 408
 
 
+class QueryTooLarge(TrustmeshError):
+    """The query needed more memory than its cap, or its result more bytes than the result cap."""
+
+    http_status = 413
+
+
 class Gateway:
     """The one way a consumer reads data: `run(principal, sql)`."""
 
@@ -99,8 +148,6 @@ class Gateway:
         self._lock = threading.Lock()
         self._decisions: dict[Any, tuple[Directory, datetime, Decision]] = {}
         self._schemas: dict[tuple[str, ...], dict[str, str]] = {}
-        self._spare: queue.SimpleQueue[duckdb.DuckDBPyConnection] = queue.SimpleQueue()
-        self._refilling = threading.Event()
 
     def run(self, principal_id: str, sql: str, *, limit: int | None = None) -> QueryResult:
         """Run one read query as `principal_id`; refused queries raise and are audited with the reason."""
@@ -108,23 +155,31 @@ class Gateway:
         query_id = uuid.uuid4().hex[:12]
         relations: list[Relation] = []
         try:
-            try:
-                result = self._run(principal_id, sql, limit, query_id, relations, started)
-            except TrustmeshError:
-                raise
-            except Exception as exc:  # anything unforeseen refuses the query (fail closed), and is audited
-                raise QueryRefused(f"the query could not be checked, so it was not run ({type(exc).__name__})") from exc
+            with self.place(principal_id):
+                try:
+                    result = self._run(principal_id, sql, limit, query_id, relations, started)
+                except TrustmeshError:
+                    raise
+                except Exception as exc:  # anything unforeseen refuses the query (fail closed), and is audited
+                    raise QueryRefused(f"the query could not be checked, so it was not run ({type(exc).__name__})"
+                                       ) from exc
         except TrustmeshError as exc:
             self._audit("query.refused", principal_id, relations, {
-                "query": query_id, "sql": sql[:MAX_AUDITED_SQL], "reason": str(exc),
+                "query": query_id, **audited_sql(sql), "reason": str(exc),
                 "datasets": {r.address: r.version for r in relations}})
             raise
         self._audit("query.run", principal_id, relations, {
-            "query": query_id, "sql": sql[:MAX_AUDITED_SQL], "datasets": result.datasets,
+            "query": query_id, **audited_sql(sql), "datasets": result.datasets,
             "masked": {k: v["strategy"] for k, v in result.masked.items()}, "withheld": result.withheld,
-            "row_filters": result.row_filters, "rows": result.table.num_rows, "truncated": result.truncated,
-            "duration_ms": round(result.duration_s * 1000, 1)})
+            "row_filters": result.row_filters, "rows": result.table.num_rows, "bytes": result.table.nbytes,
+            "truncated": result.truncated, "duration_ms": round(result.duration_s * 1000, 1)})
         return result
+
+    def place(self, principal_id: str) -> AbstractContextManager[None]:
+        """One of this process's places for a running query, held while the block runs; refused (429) past
+        the principal's share or when none frees up in time. k-anonymity work holds one too."""
+        return RUNNING.place(principal_id, per_principal=self.limits.max_running_per_principal,
+                             total=self.limits.max_running, wait_s=self.limits.queue_s)
 
     def _audit(self, kind: str, principal: str, relations: list[Relation], details: dict[str, Any]) -> None:
         subject = ",".join(sorted({r.address for r in relations}))[:600] or "query"
@@ -213,32 +268,21 @@ class Gateway:
             self._decisions[key] = (directory, until, decision)
         return decision
 
-    def _fresh(self) -> duckdb.DuckDBPyConnection:
-        """A new in-memory database with the gateway's limits; no file access is granted yet."""
-        con = duckdb.connect(":memory:")
-        con.execute(f"SET memory_limit = {literal(self.limits.memory)}")
-        con.execute(f"SET threads = {int(self.limits.threads)}")
-        con.execute("SET autoinstall_known_extensions = false")
-        con.execute("SET autoload_known_extensions = false")
-        register_keyed_functions(con, self.keys.key, KEYED)
-        return con
+    def _fresh(self) -> WorkerConnection:
+        """A new in-memory database with the gateway's limits, in a worker process of its own (one started
+        ahead of need, when the pool has one); no file access is granted yet."""
+        limits = self.limits
+        settings = [f"SET memory_limit = {literal(limits.memory)}", f"SET threads = {int(limits.threads)}",
+                    "SET autoinstall_known_extensions = false", "SET autoload_known_extensions = false",
+                    "SET enable_progress_bar = false"]
+        return sandbox.pool(limits.worker_memory).connect(
+            settings, self.keys.key, KEYED, max_message=limits.max_result_bytes + 32 * 2**20,
+            call_timeout_s=limits.timeout_s)
 
-    def _refill(self) -> None:
-        try:
-            self._spare.put(self._fresh())
-        finally:
-            self._refilling.clear()
-
-    def _connection(self, files: list[str], query_id: str) -> duckdb.DuckDBPyConnection:
-        """A database used by this query alone: one prepared in the background (opening one costs ~10 ms),
-        narrowed to the query's own files before anything of the query runs."""
-        try:
-            con = self._spare.get_nowait()
-        except queue.Empty:
-            con = self._fresh()
-        if not self._refilling.is_set():
-            self._refilling.set()
-            threading.Thread(target=self._refill, name="trustmesh-query-spare", daemon=True).start()
+    def _connection(self, files: list[str], query_id: str) -> Any:
+        """A database used by this query alone, narrowed to the query's own files before anything of the
+        query runs. (A worker's connection answers the DuckDB calls the gateway makes, hence `Any`.)"""
+        con = self._fresh()
         tmp = self.scratch / query_id
         con.execute(f"SET temp_directory = {literal(str(tmp))}")
         con.execute(f"SET allowed_directories = {literal([str(tmp) + '/'])}")
@@ -256,26 +300,56 @@ class Gateway:
                 self._schemas[known] = types
         con.execute(f"CREATE TEMP VIEW {quote(relation.view)} AS {policy_select(relation, ds, types, self.keys.key, KEYED)}")
 
-    def _fetch(self, con: duckdb.DuckDBPyConnection, sql: str, rows: int,
-               relations: list[Relation]) -> tuple[Any, bool]:
-        import pyarrow as pa
-
+    def _fetch(self, con: WorkerConnection, sql: str, rows: int, relations: list[Relation]) -> tuple[Any, bool]:
+        """Up to `rows` rows (one more says the result was truncated), counted in bytes as they stream in."""
+        limits = self.limits
         try:
-            reader = con.sql(sql).to_arrow_reader(min(rows + 1, 100_000))
-            batches, count = [], 0
-            for batch in reader:
-                batches.append(batch)
-                count += batch.num_rows
-                if count > rows:
-                    break
-            table = pa.Table.from_batches(batches, schema=reader.schema)
+            table = con.fetch(sql, batch_rows=BATCH_ROWS, max_rows=rows + 1, max_bytes=limits.max_result_bytes)
+        except ResultTooLarge as exc:
+            raise QueryTooLarge(f"the result is larger than {_size(limits.max_result_bytes)} (the cap on one "
+                                f"query's result; it passed it by row {exc.rows:,}) and was stopped — fix: select "
+                                "fewer or narrower columns, aggregate, or ask for fewer rows (--limit)") from exc
         except duckdb.InterruptException as exc:
-            raise QueryTimeout(f"the query ran longer than {self.limits.timeout_s:g} s and was stopped — fix: "
+            raise QueryTimeout(f"the query ran longer than {limits.timeout_s:g} s and was stopped — fix: "
                                "filter or aggregate more, or ask for fewer rows") from exc
+        except duckdb.OutOfMemoryException as exc:
+            raise QueryTooLarge(f"the query needed more memory than the {limits.memory} one query may use, and "
+                                "was stopped — fix: filter or aggregate more, or select fewer or narrower columns "
+                                "or values") from exc
         except duckdb.Error as exc:
             raise QueryRefused(_explain_failure(str(exc), relations)) from exc
+        except WorkerLost as exc:
+            raise QueryRefused(f"the query did not finish: {exc}") from exc
         truncated = table.num_rows > rows
         return (table.slice(0, rows) if truncated else table), truncated
+
+
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+          "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+
+
+def memory_bytes(text: str) -> int:
+    """A memory size as DuckDB reads it ("1GB" is 10^9 bytes, "1GiB" 2^30), in bytes."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([A-Za-z]+)\s*", text) if isinstance(text, str) else None
+    if match is None or match.group(2).lower() not in _UNITS or float(match.group(1)) <= 0:
+        raise UsageError(f"query memory {text!r} — fix: a size such as 1GB, 512MB or 2GiB")
+    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:g} GiB" if n >= 2**30 else f"{n / 2**20:g} MiB"
+
+
+def audited_sql(sql: str) -> dict[str, Any]:
+    """The SQL as a query's audit entry keeps it: whole, up to the longest query that may run, so padding
+    (a long comment) cannot push the statement out of the record; past that (the query was refused unparsed)
+    its first and last `EXCERPT` characters. Always with its length and SHA-256."""
+    digest = hashlib.sha256(sql.encode("utf-8", "surrogatepass")).hexdigest()
+    kept = {"sql_chars": len(sql), "sql_sha256": digest}
+    if len(sql) <= MAX_AUDITED_SQL:
+        return {"sql": sql, **kept}
+    cut = len(sql) - 2 * EXCERPT
+    return {"sql": f"{sql[:EXCERPT]}\n-- [{cut:,} characters not kept] --\n{sql[-EXCERPT:]}", **kept, "sql_cut": True}
 
 
 def _explain_failure(message: str, relations: list[Relation]) -> str:

@@ -5,11 +5,16 @@ masking), so it is for the dataset's domain's custodians (data owner, data domai
 and governance admins, and each run is an audit entry. k-anonymity of a governed query's result is anyone's:
 the query runs through the gateway as the caller, masked as their grants say, and is audited there.
 
+k-anonymity runs under the gateway's limits: a place among the process's running queries, its timeout and
+memory, and at most `kanon_max_rows` rows over `kanon_max_quasi` quasi-identifiers (`privacy.kanon.Budget`).
+
 `trustmesh scan`, `trustmesh privacy kanon` and `POST /api/v1/privacy/…` all call `PrivacyReview`.
 """
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -19,9 +24,10 @@ import duckdb
 from trustmesh.access.model import CUSTODIAN_ROLES, PERSON, Principal
 from trustmesh.access.workflow import AccessService
 from trustmesh.catalog import Catalog
+from trustmesh.engines.duckdb import literal
 from trustmesh.errors import Forbidden, UsageError
 from trustmesh.metastore import audit
-from trustmesh.privacy.kanon import DEFAULT_K, SMALLEST, k_anonymity, suggest_generalisation
+from trustmesh.privacy.kanon import DEFAULT_K, SMALLEST, Budget, bounded, k_anonymity, suggest_generalisation
 from trustmesh.privacy.scan import DEFAULT_SAMPLE, ScanReport, parquet_relation, record_findings, scan_files
 
 if TYPE_CHECKING:
@@ -135,31 +141,42 @@ class PrivacyReview:
         if sql is not None and version is not None:
             raise UsageError(f"version {version} is for a dataset — fix: with a query, name a past version in the "
                              "SQL: `FROM dataset AT (VERSION => N)`")
-        con = duckdb.connect(":memory:")
-        try:
-            if dataset is not None:
-                info = self.catalog.show(dataset)
-                address = info["address"]
-                self.custodian(actor, address, info["domain"], KANON)
-                number, files = self.catalog.version_files(address, version)
-                relation = parquet_relation(files)
-                source: dict[str, Any] = {"dataset": address, "version": number}
-                with self.catalog.store.session() as session:
-                    audit.append(session, "privacy.kanon", actor, address, {"version": number, "quasi": quasi, "k": k},
-                                 at=self.access.clock())
-                label = f"{address} v{number}"
-            else:
-                assert sql is not None
-                gateway = self._gateway()
-                result = gateway.run(actor, sql, limit=gateway.limits.max_rows)
-                con.register("__tm_result", result.table)
-                relation = "SELECT * FROM __tm_result"
-                source = {"sql": sql, "query_id": result.query_id, "datasets": result.datasets,
-                          "masked": list(result.masked), "truncated": result.truncated}
-                label = f"query {result.query_id}"
-            report = k_anonymity(con, relation, quasi, k, smallest=smallest, weight=weight)
-            suggestion = ({} if weight else
-                          suggest_generalisation(con, relation, quasi, k, max_suppression=max_suppression))
-        finally:
-            con.close()
+        gateway = self._gateway()
+        limits = gateway.limits
+        Budget(max_quasi=limits.kanon_max_quasi).check_quasi(quasi)  # before any data is read
+        if dataset is not None:
+            info = self.catalog.show(dataset)
+            address = info["address"]
+            self.custodian(actor, address, info["domain"], KANON)
+            number, files = self.catalog.version_files(address, version)
+            relation = parquet_relation(files)
+            source: dict[str, Any] = {"dataset": address, "version": number}
+            with self.catalog.store.session() as session:
+                audit.append(session, "privacy.kanon", actor, address, {"version": number, "quasi": quasi, "k": k},
+                             at=self.access.clock())
+            label, table = f"{address} v{number}", None
+        else:
+            assert sql is not None
+            result = gateway.run(actor, sql, limit=limits.max_rows)  # audited, and bounded, as a query
+            relation, table = "SELECT * FROM __tm_result", result.table
+            source = {"sql": sql, "query_id": result.query_id, "datasets": result.datasets,
+                      "masked": list(result.masked), "truncated": result.truncated}
+            label = f"query {result.query_id}"
+        tmp = gateway.scratch / f"kanon-{uuid.uuid4().hex[:12]}"
+        with gateway.place(actor):
+            con = duckdb.connect(":memory:")
+            try:
+                con.execute(f"SET memory_limit = {literal(limits.memory)}")
+                con.execute(f"SET threads = {int(limits.threads)}")
+                con.execute(f"SET temp_directory = {literal(str(tmp))}")
+                if table is not None:
+                    con.register("__tm_result", table)
+                budget = Budget(limits.timeout_s, limits.kanon_max_rows, limits.kanon_max_quasi, limits.memory)
+                with bounded(con, budget):
+                    report = k_anonymity(con, relation, quasi, k, smallest=smallest, weight=weight, budget=budget)
+                    suggestion = ({} if weight else suggest_generalisation(
+                        con, relation, quasi, k, max_suppression=max_suppression, budget=budget))
+            finally:
+                con.close()
+                shutil.rmtree(tmp, ignore_errors=True)
         return KanonResult(label, source, report, suggestion)

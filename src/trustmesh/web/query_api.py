@@ -16,7 +16,11 @@ from trustmesh.web.auth import Caller, WorkspaceDep
 
 router = APIRouter(prefix="/api/v1", tags=["query"], responses={
     **AUTH_ERRORS, 403: problem("The query was refused: the reason names what, and the fix"),
-    408: problem("The query ran past its time limit and was stopped")})
+    408: problem("The query ran past its time limit and was stopped"),
+    413: problem("The query needed more memory than one query may use, or its result more bytes than the result "
+                 "cap (64 MiB by default), and was stopped"),
+    429: problem("The caller already runs as many queries as one principal may at once, or the server as many as "
+                 "it may: send it again when one has finished")})
 ARROW_STREAM = "application/vnd.apache.arrow.stream"
 
 
@@ -26,7 +30,8 @@ class QueryRequest(BaseModel):
     sql: str = Field(description="One read query in DuckDB SQL; name datasets as domain.\"product\".dataset, a past "
                                  "version as `... AT (VERSION => N)`.",
                      examples=['SELECT gender, count(*) FROM health."activity-dp".participants GROUP BY 1'])
-    limit: int | None = Field(None, description="At most this many rows (default 10,000).")
+    limit: int | None = Field(None, description="At most this many rows (default 10,000); the result is also capped "
+                                                "in bytes (64 MiB by default).")
     format: Literal["json", "arrow"] = Field("json", description="json: rows as objects; arrow: an Arrow IPC "
                                                                  "stream, with the query's details in the "
                                                                  "X-Trustmesh-Query header.")
