@@ -312,3 +312,43 @@ def test_a_contract_nesting_object_columns_too_deep_is_refused_before_the_schema
     contract["schema"][0]["properties"].append(inner)
     problems = make_mesh(files, grants=False).validate()
     assert any("nested 13 levels deep" in p.message and p.file.endswith("items.odcs.yaml") for p in problems)
+
+
+def test_the_server_keeps_serving_while_a_domain_commits_an_alias_bomb(make_mesh: Any) -> None:
+    """A domain's broken edit is refused quickly and not applied: other people's queries go on, and the
+    server's health names the problem until the file is fixed."""
+    import threading
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from trustmesh.web.app import create_app
+
+    ws = make_mesh()
+    assert ws.build().ok
+    request = ws.access.request("beta-dev", "alpha.shop-dp.items", purpose="Weekly sales review",
+                                purpose_category="research", days=30)
+    while request["state"] == "pending":
+        request = ws.access.approve(request["awaiting"][0], request["id"], note="ok")
+    token, _ = ws.tokens.issue("gdo", "beta-dev", name="probe")
+    ws.directory()  # the mesh as it loads now
+    (ws.root / BETA).write_text(alias_bomb())
+    time.sleep(1.1)  # the server looks at the files again after a second
+    answers: dict[str, Any] = {}
+
+    def attack() -> None:
+        answers["directory"] = ws.directory()
+
+    def query() -> None:
+        answers["query"] = ws.gateway.run("beta-dev", 'SELECT count(*) AS n FROM alpha."shop-dp".items')
+
+    threads = [threading.Thread(target=attack), threading.Thread(target=query)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert answers["query"].table.to_pylist() == [{"n": 3}]
+    assert any("alias budget" in p.message for p in ws.unapplied)
+    with TestClient(create_app(ws), headers={"Authorization": f"Bearer {token}"}) as client:
+        health = client.get("/api/v1/health").json()
+    assert health["status"] == "ok" and any("alias budget" in line for line in health["unapplied"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -32,6 +33,8 @@ from trustmesh.metastore.schema import utcnow
 from trustmesh.metastore.storage import Warehouse
 from trustmesh.privacy.keys import KeyStore
 from trustmesh.validate import check_mesh
+
+_log = logging.getLogger("trustmesh")
 
 if TYPE_CHECKING:
     from trustmesh.contracts import ContractComparison, ExportedContract
@@ -70,6 +73,7 @@ class Workspace:
         self.clock = clock
         self._directory: tuple[Any, Directory] | None = None
         self._directory_checked = 0.0
+        self.unapplied: list[Problem] = []  # problems of an edit to the repo the server did not apply
 
     @classmethod
     def open(cls, root: Path | str | None = None, *, metastore_url: str | None = None,
@@ -162,7 +166,19 @@ class Workspace:
                 return self._directory[1]
             stamp = _tree_stamp(self.root)
             if self._directory is None or self._directory[0] != stamp:
-                self._directory = (stamp, Directory.from_mesh(self.mesh))
+                try:
+                    self._directory = (stamp, Directory.from_mesh(self.mesh))
+                    self.unapplied = []
+                except InvalidMesh as exc:
+                    if self._directory is None:
+                        raise
+                    # An edit that breaks the mesh is not applied: everyone keeps being served the mesh as it
+                    # last loaded, and the edit's problems are reported (health, the log) until it is fixed.
+                    self.unapplied = list(exc.problems)
+                    self._directory = (stamp, self._directory[1])
+                    _log.warning("the mesh's files are not valid (%d problem(s), first: %s); serving the mesh as "
+                                 "it last loaded until they are fixed", len(exc.problems),
+                                 str(exc.problems[0]) if exc.problems else "")
             self._directory_checked = now
             return self._directory[1]
 

@@ -359,6 +359,9 @@ class Health(CatalogRecord):
     metastore: str
     domains: int
     worker: int = Field(description="The process id of the server worker that answered.")
+    unapplied: list[str] = Field(default_factory=list, description="Problems of an edit to the repo that "
+                                 "makes the mesh invalid: it is not applied, and the mesh as it last loaded is "
+                                 "served until the files are fixed.")
 
 
 class Error(BaseModel):
@@ -401,8 +404,11 @@ platform = APIRouter(prefix="/api/v1", tags=["platform"], responses={503: ERRORS
 def health(workspace: Annotated[Workspace, Depends(get_workspace)]) -> dict[str, Any]:
     """The server is up and its metastore answers."""
     domains = workspace.catalog.domains()
-    return {"status": "ok", "mesh": workspace.config.name, "metastore": workspace.store.dialect,
-            "domains": len(domains), "worker": os.getpid()}
+    found = {"status": "ok", "mesh": workspace.config.name, "metastore": workspace.store.dialect,
+             "domains": len(domains), "worker": os.getpid()}
+    if workspace.unapplied:
+        found["unapplied"] = [str(p) for p in workspace.unapplied[:20]]
+    return found
 
 
 @router.get("/domains", response_model=list[Domain], response_model_exclude_unset=True)
