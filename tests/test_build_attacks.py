@@ -20,6 +20,7 @@ from typing import Any
 import duckdb
 import pytest
 from meshfactory import (
+    METASTORE_TIER,
     base_files,
     column,
     contract_yaml,
@@ -34,6 +35,9 @@ from trustmesh.engines import QueryFailed, Reach
 from trustmesh.engines.duckdb import DuckDBEngine
 from trustmesh.errors import TrustmeshError
 from trustmesh.service import Workspace
+
+pytestmark = pytest.mark.skipif(METASTORE_TIER == "postgresql", reason="what a build may reach does not depend on "
+                                "the metastore; these run once, on SQLite")
 
 EVIL = "domains/evil/products/grab-dp"
 VICTIM_ROW = "VICTIM-SECRET-42"
