@@ -7,6 +7,7 @@ import hmac
 import json
 import os
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -60,6 +61,12 @@ def _token(key: bytes, value: str) -> str | None:
     if not _NRIC.fullmatch(canonical):
         return None
     return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    """A new in-memory database. Datasets are sets: writing them in parallel without keeping row order is
+    what makes COPY fast."""
+    return duckdb.connect(":memory:", config={"preserve_insertion_order": False})
 
 
 # Sniffed CSV dialects by file (path, size, modification time), shared by every session of this process:
@@ -129,9 +136,8 @@ class DuckDBSession:
 
     def __init__(self, allowed_directories: list[str] | None = None,
                  token_key: Callable[[str], bytes] | None = None, reach: Reach | None = None,
-                 tokens: bool = True) -> None:
-        # Datasets are sets: writing them in parallel without keeping row order is what makes COPY fast.
-        self.con = duckdb.connect(":memory:", config={"preserve_insertion_order": False})
+                 tokens: bool = True, con: duckdb.DuckDBPyConnection | None = None) -> None:
+        self.con = con or _connect()
         self.token_purposes: dict[str, str] = {}  # linkage purpose → key id, for the product being built
         if token_key is not None and tokens:
             self._register_person_token(token_key)
@@ -286,13 +292,32 @@ class DuckDBEngine:
                  token_key: Callable[[str], bytes] | None = None) -> None:
         self.allowed_directories = allowed_directories
         self.token_key = token_key
+        self._spare: list[duckdb.DuckDBPyConnection] = []
+        self._spare_lock = threading.Lock()
+        self._opening: threading.Thread | None = None
 
     def session(self, reach: Reach | None = None, *, tokens: bool = True) -> DuckDBSession:
         """A session for the platform's own reads (no reach), or one confined to a product's reach.
 
         `tokens`: whether `person_token` exists in it (a product of no linkage purpose's domain needs none).
+        Product sessions come one after another in a build, so the next one's database is opened while this
+        one works (opening one costs ~13 ms); it has no reach until a session sets it, and then locks it.
         """
-        return DuckDBSession(self.allowed_directories, self.token_key, reach, tokens)
+        opening = self._opening
+        if opening is not None:
+            opening.join()
+        with self._spare_lock:
+            con = self._spare.pop() if self._spare else None
+        session = DuckDBSession(self.allowed_directories, self.token_key, reach, tokens, con)
+        if reach is not None:
+            self._opening = threading.Thread(target=self._open_spare, name="trustmesh-session-spare")
+            self._opening.start()  # not a daemon: the interpreter waits for it before it shuts down
+        return session
+
+    def _open_spare(self) -> None:
+        con = _connect()
+        with self._spare_lock:
+            self._spare.append(con)
 
     def quote(self, identifier: str) -> str:
         return quote(identifier)
