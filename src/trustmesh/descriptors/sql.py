@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
 
 import sqlglot
 from sqlglot import exp
@@ -30,6 +32,7 @@ class ProductSql:
 
     file: str
     tree: exp.Expression
+    _bound: dict[tuple[Any, ...], str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def references(self) -> list[str]:
@@ -43,12 +46,18 @@ class ProductSql:
         must have the shape a consumer's would (QueryRefused otherwise), and groups of fewer than k people
         are dropped, exactly as the gateway does.
         """
+        key = (tuple(sorted(views.items())), dialect, tuple(sorted((aggregate_only or {}).items())))
+        if key not in self._bound:  # validation and the build bind the same query to the same views
+            self._bound[key] = self._bind(views, dialect, aggregate_only or {})
+        return self._bound[key]
+
+    def _bind(self, views: dict[str, str], dialect: str, aggregate_only: dict[str, tuple[int, str | None]]) -> str:
         tree = self.tree.copy()
         refs = _table_refs(tree)
         for name, table in refs:
-            if name in (aggregate_only or {}):
+            if name in aggregate_only:
                 parsed = Parsed(tree, [DatasetRef(n, None, t) for n, t in refs], set())
-                restrict_to_aggregates(parsed, DatasetRef(name, None, table), *(aggregate_only or {})[name])
+                restrict_to_aggregates(parsed, DatasetRef(name, None, table), *aggregate_only[name])
         for name, table in refs:
             view = views[name]
             alias = table.alias or (table.name if name != table.name or table.db else "")
@@ -71,7 +80,22 @@ def _table_refs(tree: exp.Expression) -> list[tuple[str, exp.Table]]:
 
 
 def parse_product_sql(text: str, file: str) -> tuple[ProductSql | None, list[Problem]]:
-    """Parse one SELECT; a problem (with line) when it does not parse or is not a single read-only query."""
+    """Parse one SELECT; a problem (with line) when it does not parse or is not a single read-only query.
+
+    Validation and the build parse the same text: the answer is remembered (`ProductSql.bind` works on a copy
+    of the tree, so sharing it is safe).
+    """
+    sql, problems = _parsed(text, file)
+    return sql, list(problems)
+
+
+@lru_cache(maxsize=2048)
+def _parsed(text: str, file: str) -> tuple[ProductSql | None, tuple[Problem, ...]]:
+    sql, problems = _parse(text, file)
+    return sql, tuple(problems)
+
+
+def _parse(text: str, file: str) -> tuple[ProductSql | None, list[Problem]]:
     try:
         statements = [s for s in sqlglot.parse(text, read=DIALECT) if s is not None]
     except ParseError as exc:
