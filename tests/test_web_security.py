@@ -246,3 +246,26 @@ def test_many_sources_together_are_bounded_too() -> None:
     assert sum(a is not None for a in admitted) == REFUSALS_PER_MINUTE
     assert log.admit("192.0.2.1", at + timedelta(minutes=1)) == 5000 - REFUSALS_PER_MINUTE
     assert log.admit("192.0.2.1", at + timedelta(minutes=1)) == 0
+
+
+def test_a_request_body_past_the_limit_is_refused_before_it_is_parsed(mesh: Workspace, tokens: dict[str, str]) -> None:
+    from trustmesh.web.app import MAX_BODY_BYTES
+
+    token = next(iter(tokens.values()))
+    padding = "-- " + "x" * MAX_BODY_BYTES + "\n"
+    with TestClient(create_app(mesh)) as c:
+        declared = c.post("/api/v1/query", json={"sql": padding + "SELECT 1"}, headers=bearer(token))
+        assert declared.status_code == 413 and declared.headers["content-type"] == "application/problem+json"
+        assert "larger than 2 MiB" in declared.json()["detail"]
+
+        def chunks() -> Any:  # no Content-Length: counted as it streams in
+            yield b'{"sql": "'
+            for _ in range(3):
+                yield b"x" * (MAX_BODY_BYTES // 2)
+            yield b'"}'
+
+        streamed = c.post("/api/v1/query", content=chunks(), headers={**bearer(token),
+                                                                      "content-type": "application/json"})
+        assert streamed.status_code == 413
+        small = c.post("/api/v1/query", json={"sql": "SELECT 1 AS one"}, headers=bearer(token))
+        assert small.status_code != 413

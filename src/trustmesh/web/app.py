@@ -103,6 +103,50 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     return problem_response(request, 422, message, problems)
 
 
+MAX_BODY_BYTES = 2 * 2**20  # a request body is read whole before it is parsed: SQL is at most 100,000 characters
+
+
+class BodyLimit:
+    """Refuse a request body past `MAX_BODY_BYTES` (HTTP 413) before anything parses it.
+
+    The body is read up to the limit, then handed to the app as it arrived; a declared Content-Length past
+    the limit is refused without reading.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
+            await self._refuse(scope, receive, send)
+            return
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            size += len(message.get("body", b""))
+            if size > MAX_BODY_BYTES:
+                await self._refuse(scope, receive, send)
+                return
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+
+        async def replay() -> Any:
+            return messages.pop(0) if messages else await receive()
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        request = Request(scope, receive)
+        response = problem_response(request, 413, f"the request body is larger than {MAX_BODY_BYTES // 2**20} MiB "
+                                    "— fix: send less (a query is at most 100,000 characters)", [])
+        await response(scope, receive, send)
+
+
 def create_app(workspace: Workspace, *, owns_workspace: bool = False) -> FastAPI:
     """The server for one mesh; with `owns_workspace` it also closes the workspace on shutdown.
 
@@ -137,6 +181,7 @@ def create_app(workspace: Workspace, *, owns_workspace: bool = False) -> FastAPI
     app.add_exception_handler(TrustmeshError, trustmesh_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_middleware(BodyLimit)
     return app
 
 
