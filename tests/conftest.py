@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from meshfactory import (
+    METASTORE_TIER,
     base_files,
     create_database,
     created_databases,
@@ -73,6 +74,8 @@ def _drop_tier_databases() -> Iterator[None]:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def metastore_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The metastore URL of a test that runs once per backend: a SQLite file, then a fresh PostgreSQL database."""
+    if METASTORE_TIER == "postgresql":
+        pytest.skip("runs on SQLite and on PostgreSQL in the first pass already")
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'meta.db'}"
     url: str = request.getfixturevalue("postgres_url")

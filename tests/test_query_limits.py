@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 import pytest
-from meshfactory import base_files, column, governed_demo, grant_product_inputs, write_files
+from meshfactory import METASTORE_TIER, base_files, column, governed_demo, grant_product_inputs, write_files
 from typer.testing import CliRunner
 
 from trustmesh.cli import app
@@ -33,6 +33,9 @@ from trustmesh.query.gateway import Limits, QueryTimeout, QueryTooLarge
 from trustmesh.query.guard import QueryRefused
 from trustmesh.query.running import RUNNING, QueryBusy
 from trustmesh.service import Workspace
+
+pytestmark = pytest.mark.skipif(METASTORE_TIER == "postgresql", reason="what a query may use does not depend on the "
+                                "metastore; these run once, on SQLite")
 
 SHOP = "domains/alpha/products/shop-dp"
 Q = 'alpha."shop-dp".items'
