@@ -223,3 +223,24 @@ def governed_demo(root: Path) -> Any:
     assert policy_update(ws.root)
     ws.governance.apply(ws.mesh, "ravi")
     return ws
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now, for a server a test starts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+ITEMS = "alpha.shop-dp.items"
+
+
+def ask_for_items(ws: Any, who: str = "beta-dev") -> dict[str, Any]:
+    """`who` asks for alpha's items, for a dashboard (one audited request)."""
+    result: dict[str, Any] = ws.access.request(who, ITEMS, purpose="Weekly sales dashboard for the beta team",
+                                               purpose_category="statistics", days=30)
+    return result
+

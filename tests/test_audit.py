@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from meshfactory import ITEMS_CSV, person, write_files
+from meshfactory import ITEMS, ITEMS_CSV, ask_for_items, person, write_files
 from sqlalchemy import delete, insert, select, update
 from typer.testing import CliRunner
 
@@ -27,7 +27,6 @@ from trustmesh.service import Workspace
 
 runner = CliRunner()
 SHOP = "domains/alpha/products/shop-dp"
-ITEMS = "alpha.shop-dp.items"
 AUDITOR = "audie"
 ENTRIES = AuditRow.__table__  # Core statements on it bypass `audit.append`, as a tamperer would
 HEAD = AuditHeadRow.__table__
@@ -44,14 +43,9 @@ def mesh_files(files: dict[str, Any]) -> dict[str, Any]:
     return files
 
 
-def ask(ws: Workspace, who: str = "beta-dev") -> dict[str, Any]:
-    return ws.access.request(who, ITEMS, purpose="Weekly sales dashboard for the beta team",
-                             purpose_category="statistics", days=30)
-
-
 def journey(ws: Workspace) -> None:
     """Request → approve → token → revoke → a refused second approval: entries 4 to 9."""
-    req = ask(ws)
+    req = ask_for_items(ws)
     approved = ws.access.approve("alpha-steward", req["id"], note="fits the purpose")
     assert approved["grant"]
     ws.tokens.issue("alpha-dev", "alpha-dev", name="laptop", days=30)
@@ -302,7 +296,7 @@ def test_recorded_head_still_verifies_after_new_entries(chain: Workspace) -> Non
     the workflow, are not a rewrite."""
     recorded = chain.audit.verify()
     assert chain.audit.verify(recorded["head"])["ok"] is True
-    ask(chain)  # one more, legitimate, entry
+    ask_for_items(chain)  # one more, legitimate, entry
     result = chain.audit.verify(recorded["head"])
     assert result["ok"] is True, result
     assert result["entries"] == recorded["entries"] + 1
@@ -314,7 +308,7 @@ def test_clock_outside_utc_still_verifies(make_mesh: Any, mesh_files: dict[str, 
     sg = Workspace.open(ws.root, clock=lambda: datetime.now(ZoneInfo("Asia/Singapore")))
     try:
         sg.tokens.issue("alpha-dev", "alpha-dev", days=5)
-        ask(sg)
+        ask_for_items(sg)
         result = sg.audit.verify()
         assert result["ok"] is True, result
     finally:
@@ -364,7 +358,7 @@ def test_failed_entry_rolls_back_the_change(make_mesh: Any, mesh_files: dict[str
                                             monkeypatch: pytest.MonkeyPatch) -> None:
     """A grant whose audit entry cannot be written is not made, nor is the approval before it."""
     ws = make_mesh(mesh_files)
-    req = ask(ws)
+    req = ask_for_items(ws)
     before = ws.audit.verify()
     real: Callable[..., Any] = audit.append
 

@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-from meshfactory import METASTORE_TIER, person
+from meshfactory import ITEMS, METASTORE_TIER, ask_for_items, person
 from sqlalchemy import delete, insert, select, update
 from typer.testing import CliRunner
 
@@ -39,7 +39,6 @@ from trustmesh.service import Workspace
 
 runner = CliRunner()
 AUDITOR = "audie"
-ITEMS = "alpha.shop-dp.items"
 ENTRIES = AuditRow.__table__
 HEAD = AuditHeadRow.__table__
 
@@ -58,11 +57,6 @@ def mesh_files(files: dict[str, Any]) -> dict[str, Any]:
     return files
 
 
-def ask(ws: Workspace, who: str = "beta-dev") -> dict[str, Any]:
-    return ws.access.request(who, ITEMS, purpose="Weekly sales dashboard for the beta team",
-                             purpose_category="statistics", days=30)
-
-
 def one_more(ws: Workspace) -> None:
     """One entry in one commit."""
     ws.tokens.issue("alpha-dev", "alpha-dev", name="one more", days=1)
@@ -70,7 +64,7 @@ def one_more(ws: Workspace) -> None:
 
 def changes(ws: Workspace) -> None:
     """A request and its approval (two entries in one commit), a token, a revocation: entries 4 to 8."""
-    req = ask(ws)
+    req = ask_for_items(ws)
     grant = ws.access.approve("alpha-steward", req["id"])["grant"]
     ws.tokens.issue("alpha-dev", "alpha-dev", name="laptop", days=30)
     ws.access.revoke("alpha-steward", grant, reason="dashboard retired")
@@ -297,7 +291,7 @@ def test_interrupted_last_line_is_not_read_and_the_next_write_starts_a_new_line(
     with log.open("ab") as fh:
         fh.write(b'{"v":1,"kind":"checkp')  # a write cut short by a crash
     assert quick_verify(ws).ok is True  # an unfinished last line is not read (it may be being written)
-    ask(ws)
+    ask_for_items(ws)
     assert log.read_text().splitlines()[-2] == '{"v":1,"kind":"checkp'
     bad(ws, None, "line 3 is not a signed checkpoint: it was edited or damaged")
 
@@ -319,7 +313,7 @@ def test_public_key_alone_verifies_and_signs_nothing(make_mesh: Any, mesh_files:
     try:
         assert auditor.audit.verify()["ok"] is True
         with pytest.raises(AuditAnchorError, match=r"holds only a public key.*fix: point TRUSTMESH_AUDIT_KEY_FILE"):
-            ask(auditor)
+            ask_for_items(auditor)
         assert auditor.audit.verify()["entries"] == 8  # the refused change left no entry...
         with auditor.store.session() as s:  # ...and no request
             assert len(s.scalars(select(AccessRequestRow)).all()) == 2
@@ -336,7 +330,7 @@ def test_unwritable_log_refuses_the_change(make_mesh: Any, mesh_files: dict[str,
     try:
         with pytest.raises(AuditAnchorError, match=r"cannot append to the audit checkpoint log .* fix: give this "
                                                    r"process write access to it, or set TRUSTMESH_AUDIT_LOG"):
-            ask(elsewhere)
+            ask_for_items(elsewhere)
     finally:
         elsewhere.close()
     assert ws.audit.verify()["entries"] == 3
@@ -348,7 +342,7 @@ def test_key_readable_by_others_is_refused(make_mesh: Any, mesh_files: dict[str,
     again = Workspace.open(ws.root)
     try:
         with pytest.raises(AuditAnchorError, match=r"can be read by others .* fix: chmod 600"):
-            ask(again)
+            ask_for_items(again)
     finally:
         again.close()
 
@@ -360,7 +354,7 @@ def test_missing_key_named_in_the_environment_is_refused(make_mesh: Any, mesh_fi
     elsewhere = Workspace.open(ws.root)
     try:
         with pytest.raises(AuditAnchorError, match=r"no audit checkpoint key at .*absent.pem \(\$TRUSTMESH_AUDIT_KEY_FILE\)"):
-            ask(elsewhere)
+            ask_for_items(elsewhere)
         assert not (tmp_path / "absent.pem").exists()  # a key named by the operator is never made up
         result = elsewhere.audit.verify()
         assert result["ok"] is False and "no audit checkpoint key" in result["problem"]
@@ -374,7 +368,7 @@ def test_lost_key_is_not_replaced_while_its_log_has_lines(make_mesh: Any, mesh_f
     again = Workspace.open(ws.root)
     try:
         with pytest.raises(AuditAnchorError, match=r"has lines but its key .* is missing — fix: restore the key"):
-            ask(again)
+            ask_for_items(again)
         assert not again.audit_anchor.key_path.exists()
         assert again.audit.verify()["problem"].startswith("the signed checkpoints cannot be checked: there is no "
                                                           "audit checkpoint key")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshfactory import governed_demo
+from meshfactory import free_port, governed_demo
 
 from trustmesh.service import Workspace
 
@@ -33,13 +32,6 @@ pytestmark = [
     pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium "
                                                      "(apt-get install chromium; .ci/run installs it)"),
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +55,7 @@ def server(demo: tuple[Workspace, dict[str, str]]) -> Iterator[str]:
 
     from trustmesh.web.app import create_app
 
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(create_app(demo[0]), host="127.0.0.1", port=port, log_level="warning")
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)

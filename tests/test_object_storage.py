@@ -8,7 +8,6 @@ cache; bad settings and an unreachable store are clear errors that publish nothi
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from meshfactory import ITEMS_CSV, base_files, write_files
+from meshfactory import ITEMS_CSV, base_files, free_port, write_files
 from test_query import ITEMS, Q_ITEMS, grant, nric_files
 
 from trustmesh.errors import InvalidMesh, StorageUnavailable
@@ -33,12 +32,6 @@ pytest.importorskip("moto.server", reason="moto[server] is not installed: `pip i
 
 DAILY = "beta.stats-dp.daily_sales"
 PREFIX = "mesh"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -24,7 +23,15 @@ from typing import Any
 
 import httpx
 import pytest
-from meshfactory import METASTORE_TIER, base_files, column, governed_demo, grant_product_inputs, write_files
+from meshfactory import (
+    METASTORE_TIER,
+    base_files,
+    column,
+    free_port,
+    governed_demo,
+    grant_product_inputs,
+    write_files,
+)
 from typer.testing import CliRunner
 
 from trustmesh.cli import app
@@ -359,13 +366,6 @@ def test_the_api_answers_413_and_429_as_problems(mesh: Workspace) -> None:
 # -- the attacks against a real server, while someone else uses it ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int, dict[str, str]]]:
     """`trustmesh serve` on the governed demo: its URL, its process id, and tokens by person."""
@@ -373,7 +373,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, int,
     tokens = {who: ws.tokens.issue(who, who, name="limits test", days=1)[0] for who in ("irfan", "jiahui")}
     root = ws.root
     ws.close()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([str(TRUSTMESH), "serve", "--mesh", str(root), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=os.environ.copy())
     base = f"http://127.0.0.1:{port}"

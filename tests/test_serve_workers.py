@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -13,15 +12,9 @@ from typing import Any
 
 import httpx
 import pytest
+from meshfactory import free_port
 
 TRUSTMESH = Path(sys.executable).with_name("trustmesh")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def _wait_up(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
@@ -45,7 +38,7 @@ def test_several_workers_serve_one_postgresql_metastore(make_mesh: Any, postgres
     ws = make_mesh(metastore_url=postgres_url)
     assert ws.build().ok
     token, _ = ws.tokens.issue("alpha-dev", "alpha-dev", name="workers test", days=1)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "TRUSTMESH_METASTORE_URL": postgres_url}
     proc = subprocess.Popen([str(TRUSTMESH), "serve", "--mesh", str(ws.root), "--port", str(port), "--workers", "2"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
