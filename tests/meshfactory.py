@@ -244,3 +244,21 @@ def ask_for_items(ws: Any, who: str = "beta-dev") -> dict[str, Any]:
                                                purpose_category="statistics", days=30)
     return result
 
+
+def audit_rows(ws: Any) -> list[dict[str, Any]]:
+    """Every audit entry as the metastore holds it, in order."""
+    from sqlalchemy import select
+
+    from trustmesh.metastore.schema import AuditRow
+
+    table = AuditRow.__table__
+    with ws.store.engine.connect() as c:
+        return [dict(r._mapping) for r in c.execute(select(table).order_by(table.c.seq))]
+
+
+def tamper(ws: Any, *statements: Any) -> None:
+    """Run Core statements straight on the metastore, bypassing `audit.append`, as a tamperer would."""
+    with ws.store.engine.begin() as c:
+        for statement in statements:
+            c.execute(statement)
+

@@ -15,7 +15,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from meshfactory import ITEMS, ITEMS_CSV, ask_for_items, person, write_files
+from meshfactory import ITEMS, ITEMS_CSV, ask_for_items, audit_rows, person, tamper, write_files
 from sqlalchemy import delete, insert, select, update
 from typer.testing import CliRunner
 
@@ -63,17 +63,6 @@ def chain(request: pytest.FixtureRequest, make_mesh: Any, mesh_files: dict[str, 
     assert [e["type"] for e in ws.audit.log(AUDITOR, limit=None)][::-1] == JOURNEY_TYPES
     assert ws.audit.verify()["ok"]
     return ws
-
-
-def rows(ws: Workspace) -> list[dict[str, Any]]:
-    with ws.store.engine.connect() as c:
-        return [dict(r._mapping) for r in c.execute(select(ENTRIES).order_by(ENTRIES.c.seq))]
-
-
-def tamper(ws: Workspace, *statements: Any) -> None:
-    with ws.store.engine.begin() as c:
-        for statement in statements:
-            c.execute(statement)
 
 
 def bad(ws: Workspace, first_bad: int | None, *words: str, expect_head: str | None = None) -> dict[str, Any]:
@@ -159,7 +148,7 @@ def test_modified_entry_is_named(chain: Workspace, field: str, value: Any) -> No
 
 def test_modified_details_key_order_is_not_tampering(chain: Workspace) -> None:
     """The hash covers the canonical JSON: the same details stored in another key order still verify."""
-    details = rows(chain)[3]["details"]
+    details = audit_rows(chain)[3]["details"]
     tamper(chain, update(ENTRIES).where(ENTRIES.c.seq == 4).values(details=dict(reversed(details.items()))))
     assert chain.audit.verify()["ok"] is True
 
@@ -183,7 +172,7 @@ def test_deleted_last_entry_disagrees_with_the_head(chain: Workspace) -> None:
 def test_deleted_last_entries_and_head_moved_back_are_caught_by_the_signed_checkpoints(chain: Workspace) -> None:
     """Cutting the tail and moving the head back leaves a consistent chain; the checkpoint of entry 9, signed
     outside the metastore, still vouches for it."""
-    eighth = rows(chain)[7]
+    eighth = audit_rows(chain)[7]
     tamper(chain, delete(ENTRIES).where(ENTRIES.c.seq == 9), update(HEAD).values(seq=8, hash=eighth["hash"]))
     result = bad(chain, 9, "the chain ends at entry 8, but line", "vouches for entry 9", "entries after 8 were deleted",
                  "--accept")
@@ -193,7 +182,7 @@ def test_deleted_last_entries_and_head_moved_back_are_caught_by_the_signed_check
 def test_without_checkpoints_a_cut_tail_needs_the_recorded_head(chain: Workspace) -> None:
     """The chain alone cannot tell a cut tail from a shorter history: only a head recorded earlier can."""
     recorded = chain.audit.verify()["head"]
-    eighth = rows(chain)[7]
+    eighth = audit_rows(chain)[7]
     tamper(chain, delete(ENTRIES).where(ENTRIES.c.seq == 9), update(HEAD).values(seq=8, hash=eighth["hash"]))
     with chain.store.session() as session:
         assert audit.verify(session).ok is True
@@ -202,7 +191,7 @@ def test_without_checkpoints_a_cut_tail_needs_the_recorded_head(chain: Workspace
 
 
 def test_forged_entry_inserted_in_the_middle_renumbering_the_rest(chain: Workspace) -> None:
-    fourth = rows(chain)[3]
+    fourth = audit_rows(chain)[3]
     tamper(chain,
            update(ENTRIES).where(ENTRIES.c.seq >= 5).values(seq=-ENTRIES.c.seq),  # two steps: seq is the key
            update(ENTRIES).where(ENTRIES.c.seq < 0).values(seq=-ENTRIES.c.seq + 1),
@@ -214,7 +203,7 @@ def test_forged_entry_inserted_in_the_middle_renumbering_the_rest(chain: Workspa
 
 
 def test_forged_entry_inserted_in_the_middle_with_a_bad_hash(chain: Workspace) -> None:
-    fourth = rows(chain)[3]
+    fourth = audit_rows(chain)[3]
     entry = {**forged(fourth["hash"], 5), "hash": "f" * 64}
     tamper(chain,
            update(ENTRIES).where(ENTRIES.c.seq >= 5).values(seq=-ENTRIES.c.seq),
@@ -224,7 +213,7 @@ def test_forged_entry_inserted_in_the_middle_with_a_bad_hash(chain: Workspace) -
 
 
 def test_forged_entry_appended_with_a_new_seq(chain: Workspace) -> None:
-    ninth = rows(chain)[8]
+    ninth = audit_rows(chain)[8]
     tamper(chain, insert(ENTRIES).values(forged(ninth["hash"], 10)))
     result = bad(chain, 10, "the chain ends at entry 10 but its head records entry 9")
     assert result["entries"] == 10
@@ -265,7 +254,7 @@ def test_deleted_head_is_detected(chain: Workspace) -> None:
 
 def rewrite(ws: Workspace, seq: int, **changes: Any) -> str:
     """Change entry `seq` and re-hash it and every later entry, head included, as a tamperer with the code would."""
-    entries = rows(ws)
+    entries = audit_rows(ws)
     entries[seq - 1].update(changes)
     prev, statements = audit.GENESIS, []
     for e in entries:

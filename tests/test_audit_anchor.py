@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
-from meshfactory import ITEMS, METASTORE_TIER, ask_for_items, person
+from meshfactory import ITEMS, METASTORE_TIER, ask_for_items, audit_rows, person, tamper
 from sqlalchemy import delete, insert, select, update
 from typer.testing import CliRunner
 
@@ -79,17 +79,6 @@ def chain(request: pytest.FixtureRequest, make_mesh: Any, mesh_files: dict[str, 
     ws: Workspace = make_mesh(mesh_files, metastore_url=url)
     changes(ws)
     return ws
-
-
-def rows(ws: Workspace) -> list[dict[str, Any]]:
-    with ws.store.engine.connect() as c:
-        return [dict(r._mapping) for r in c.execute(select(ENTRIES).order_by(ENTRIES.c.seq))]
-
-
-def tamper(ws: Workspace, *statements: Any) -> None:
-    with ws.store.engine.begin() as c:
-        for statement in statements:
-            c.execute(statement)
 
 
 def lines(ws: Workspace) -> list[dict[str, Any]]:
@@ -145,7 +134,7 @@ def test_every_commit_signs_the_entries_it_appended(chain: Workspace) -> None:
     assert result["checkpoints"] == len(signed)
     # One line per commit: the request, then its approval and grant together, then each later change.
     assert [(s["first"], s["seq"]) for s in signed] == [(1, 1), (2, 3), (4, 4), (5, 6), (7, 7), (8, 8)]
-    hashes = {r["seq"]: r["hash"] for r in rows(chain)}
+    hashes = {r["seq"]: r["hash"] for r in audit_rows(chain)}
     assert all(s["hash"] == hashes[s["seq"]] and s["kind"] == "checkpoint" for s in signed)
     assert signed[0]["prev"] == "0" * 64
     key = chain.audit_anchor.key_path
@@ -155,7 +144,7 @@ def test_every_commit_signs_the_entries_it_appended(chain: Workspace) -> None:
 
 def test_cut_tail_is_found(chain: Workspace) -> None:
     """Delete the last three entries and move the head back: the chain alone is consistent again."""
-    fifth = rows(chain)[4]
+    fifth = audit_rows(chain)[4]
     tamper(chain, delete(ENTRIES).where(ENTRIES.c.seq > 5), update(HEAD).values(seq=5, hash=fifth["hash"]))
     with chain.store.session() as session:
         assert audit.verify(session).ok is True  # what verify said before checkpoints
@@ -166,7 +155,7 @@ def test_cut_tail_is_found(chain: Workspace) -> None:
 
 def test_whole_chain_rewritten_is_found(chain: Workspace) -> None:
     """Every entry rewritten (who approved, who asked) and re-hashed from the first on."""
-    entries = rows(chain)
+    entries = audit_rows(chain)
     for e in entries:
         e["actor"] = "gdo" if e["actor"] == "alpha-steward" else e["actor"]
     rehash(chain, entries)
@@ -188,7 +177,7 @@ def test_chain_replaced_by_a_shorter_forgery_is_found(chain: Workspace) -> None:
 def test_entry_added_straight_to_the_metastore_is_found(chain: Workspace) -> None:
     """A made-up entry appended with SQL and correctly linked; a later real change links to it in turn, so
     its checkpoint vouches for the made-up entry's hash, but not for it having been written by trustmesh."""
-    eighth = rows(chain)[7]
+    eighth = audit_rows(chain)[7]
     made_up = forged(eighth["hash"], 9)
     tamper(chain, insert(ENTRIES).values(made_up), update(HEAD).values(seq=9, hash=made_up["hash"]))
     one_more(chain)  # entry 10, signed
@@ -198,7 +187,7 @@ def test_entry_added_straight_to_the_metastore_is_found(chain: Workspace) -> Non
 
 
 def test_entry_added_at_the_end_is_found(chain: Workspace) -> None:
-    eighth = rows(chain)[7]
+    eighth = audit_rows(chain)[7]
     made_up = forged(eighth["hash"], 9)
     tamper(chain, insert(ENTRIES).values(made_up), update(HEAD).values(seq=9, hash=made_up["hash"]))
     result = quick_verify(chain)
@@ -269,7 +258,7 @@ def test_forged_line_cannot_cover_a_cut_tail(make_mesh: Any, mesh_files: dict[st
     their own making: without the key, that line does not verify."""
     ws = make_mesh(mesh_files)
     changes(ws)
-    sixth = rows(ws)[5]
+    sixth = audit_rows(ws)[5]
     tamper(ws, delete(ENTRIES).where(ENTRIES.c.seq > 6), update(HEAD).values(seq=6, hash=sixth["hash"]))
     raw = ws.audit_anchor.log_path.read_text().splitlines()
     write_lines(ws, [*raw[:-2], _attacker_line(raw[-3], json.loads(raw[0])["key"], first=5, seq=6,
@@ -476,7 +465,7 @@ def test_restoring_an_older_backup_is_accepted_by_a_governance_admin(make_mesh: 
         with pytest.raises(UsageError, match="nothing to accept"):
             restored.audit.checkpoint("gdo", accept=True, reason="again")
         # Accepting lets go of a cut end, never of a rewrite: entry 2 rewritten is still found.
-        entries = rows(restored)
+        entries = audit_rows(restored)
         entries[1]["actor"] = "gdo"
         rehash(restored, entries)
         bad(restored, 3, "entry 3 is not the entry signed")
@@ -542,7 +531,7 @@ def test_cli_verify_reports_checkpoints_and_tampering(make_mesh: Any, mesh_files
     ok = cli("audit", "verify", "--mesh", root)
     assert ok.exit_code == 0, ok.output
     assert "6 signed checkpoints; the newest vouches for entries 1 to 8" in ok.stdout
-    seventh = rows(ws)[6]
+    seventh = audit_rows(ws)[6]
     tamper(ws, delete(ENTRIES).where(ENTRIES.c.seq == 8), update(HEAD).values(seq=7, hash=seventh["hash"]))
     cut = cli("audit", "verify", "--mesh", root)
     assert cut.exit_code == 1
@@ -569,7 +558,7 @@ def test_api_and_page_show_the_checkpoints(make_mesh: Any, mesh_files: dict[str,
         page = client.get("/audit", headers=headers).text
         assert "Signed checkpoints" in page and "entries 1 to 4" in page
         tamper(ws, delete(ENTRIES).where(ENTRIES.c.seq == 4),
-               update(HEAD).values(seq=3, hash=rows(ws)[2]["hash"]))
+               update(HEAD).values(seq=3, hash=audit_rows(ws)[2]["hash"]))
         broken = client.get("/audit", headers=headers).text
         assert "Not verified: the chain is broken at entry 4." in broken and "entries after 3 were deleted" in broken
 
