@@ -76,6 +76,9 @@ class BuildContext:
     engines: Callable[[str], Engine] | None = None  # engines by name, for products that choose their own
     keys: Callable[[str], bytes] | None = None  # pseudonymisation keys, for inputs a grant masks that way
     _grants: dict[str, list[GrantTerms]] | None = None
+    # Fingerprints (and what grants allow) found while deciding what changed, still true when the product
+    # builds because nothing upstream of it builds first.
+    _known: dict[str, tuple[Fingerprint, dict[str, InputAccess]]] = field(default_factory=dict)
 
     def engine_for(self, product: Product) -> Engine:
         """The engine that builds `product`: its own choice (customProperties: engine), else the mesh's."""
@@ -204,6 +207,10 @@ def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
     with ctx.store.session() as meta:
         changed = [a for a in order if full or not _current(ctx, meta, ctx.mesh.products[a])]
         problems = breaking_change_problems(meta, ctx.mesh, changed)
+    graph = upstream_graph(ctx.mesh)
+    for address in changed:  # a product whose upstream builds first sees new versions: its fingerprint changes
+        if graph.get(address, set()) & set(changed):
+            ctx._known.pop(address, None)
     problems += check_mesh(ctx.mesh, ctx.engine, changed)
     if any(p.severity == "error" for p in problems):
         raise InvalidMesh(problems, "nothing was built: the mesh is not valid")
@@ -273,7 +280,11 @@ def _current(ctx: BuildContext, meta: Any, product: Product) -> bool:
         access = input_access(ctx, product)
     except BuildFailed:
         return False
-    return is_current(meta, product, _fingerprint(ctx, meta, product, access))
+    fp = _fingerprint(ctx, meta, product, access)
+    if is_current(meta, product, fp):
+        return True
+    ctx._known[product.address] = (fp, access)  # it builds: no need to work this out again
+    return False
 
 
 def _done(result: ProductResult) -> Future[ProductResult]:
@@ -307,11 +318,15 @@ def _build_product(ctx: BuildContext, product: Product, build_id: str, full: boo
     session: EngineSession | None = None
     scratch = ctx.warehouse / "tmp" / build_id / product.address
     try:
-        access = input_access(ctx, product)
-        with ctx.store.session() as meta:
-            fp = _fingerprint(ctx, meta, product, access)
-            if not full and is_current(meta, product, fp):
-                return outcome("skipped", message="unchanged since the last build")
+        known = ctx._known.pop(product.address, None)
+        if known is not None:
+            fp, access = known
+        else:
+            access = input_access(ctx, product)
+            with ctx.store.session() as meta:
+                fp = _fingerprint(ctx, meta, product, access)
+                if not full and is_current(meta, product, fp):
+                    return outcome("skipped", message="unchanged since the last build")
         if product.address in ctx.blocked:  # only a new version is held back; what is served stays
             problems = ctx.blocked[product.address]
             return outcome("failed", message=f"{len(problems)} governance policy error(s) block publishing; the "
