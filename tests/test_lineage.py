@@ -174,3 +174,24 @@ def test_undeclared_derived_pii_and_missing_lineage_are_findings(make_mesh: Any)
     assert ("beta.names-dp.shoppers", "undeclared-pii", "shopper") in found
     assert ("alpha.shop-dp.cheap_items", "no-lineage", None) in found
     assert ("alpha.shop-dp.items", "undeclared-pii", "name") not in found
+
+
+def test_impact_names_the_consumers_holding_active_grants_on_what_a_change_reaches(make_mesh: Any) -> None:
+    """beta.stats-dp.daily_sales reads alpha's prices: whoever holds a live grant on it is told; a revoked grant is not."""
+    ws = make_mesh()
+    assert ws.build().ok
+
+    def grant(who: str) -> str:
+        req = ws.access.request(who, "beta.stats-dp.daily_sales", purpose="Weekly revenue dashboard",
+                                purpose_category="statistics", days=30)
+        while req["state"] == "pending":
+            req = ws.access.approve(req["awaiting"][0], req["id"], note="ok")
+        return str(req["grant"])
+
+    grant("alpha-dev")
+    revoked = grant("alpha-steward")
+    ws.access.revoke("beta-owner", revoked, reason="no longer needed")
+    result = ws.catalog.impact("alpha.shop-dp.items.price", change="retype")
+    daily = next(d for d in result["datasets"] if d["dataset"] == "beta.stats-dp.daily_sales")
+    assert [(c["principal"], c["kind"]) for c in daily["consumers"]] == [("alpha-dev", "person")]
+    assert daily["consumers"][0]["grant"].startswith("grant-") and daily["consumers"][0]["columns"] is None

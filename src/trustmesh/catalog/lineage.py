@@ -10,7 +10,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from trustmesh.errors import NotFound, UsageError
-from trustmesh.metastore.schema import ColumnRow, DatasetRow, LineageEdgeRow, PersonRow, RoleRow
+from trustmesh.metastore.schema import (
+    ColumnRow,
+    DatasetRow,
+    GrantRow,
+    LineageEdgeRow,
+    PersonRow,
+    RoleRow,
+    utcnow,
+)
 
 UNBOUNDED = 1000
 _CHUNK = 256  # frontier columns per SQLite lookup: 512 bound parameters, far below its limit
@@ -126,6 +134,15 @@ def impact(session: Session, dataset: str, column: str, change: str) -> dict[str
                 select(RoleRow.domain, RoleRow.role, PersonRow.name).join(PersonRow, PersonRow.id == RoleRow.person_id)
                 .where(RoleRow.domain.in_(domains[i:i + _CHUNK]))):
             people.setdefault(str(d), set()).add((role, name))
+    consumers: dict[str, list[dict[str, Any]]] = {}  # who holds an active grant on each affected dataset
+    now = utcnow()
+    for i in range(0, len(addresses), _CHUNK):
+        for g in session.scalars(select(GrantRow).where(GrantRow.dataset.in_(addresses[i:i + _CHUNK]),
+                                                        GrantRow.state == "active", GrantRow.expires_at > now)
+                                 .order_by(GrantRow.principal, GrantRow.id)):
+            consumers.setdefault(g.dataset, []).append({
+                "principal": g.principal, "kind": g.principal_kind, "grant": f"grant-{g.id}",
+                "columns": g.columns, "expires_at": g.expires_at.isoformat()})
     datasets = []
     for address, entry in sorted(affected.items()):
         domain = domain_of[address]
@@ -135,7 +152,7 @@ def impact(session: Session, dataset: str, column: str, change: str) -> dict[str
             "columns": [{"column": c, "via": sorted(v), "effect": _effect(change, v)} for c, v in sorted(entry["columns"].items())],
             "owners": {role: sorted({n for r, n in roles if r == role})
                        for role in ("data-owner", "data-domain-steward", "data-product-owner")},
-            "consumers": [],  # grants arrive with access requests
+            "consumers": consumers.get(address, []),
         })
     return {"source": f"{dataset}.{column}", "change": change, "datasets": datasets,
             "products": sorted({d["product"] for d in datasets if d["product"]}),

@@ -366,7 +366,8 @@ def impact(
     mesh: MeshOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Who a change to a column would hurt: every downstream dataset and column, their products, domains and owners.
+    """Who a change to a column would hurt: every downstream dataset and column, their products, domains, owners
+    and the consumers holding active grants on them.
 
     Example: `trustmesh impact bts.flights-dp.flights.dep_delay --change retype`
     """
@@ -380,9 +381,10 @@ def impact(
     console.print(f"{change} {result['source']} affects {len(result['datasets'])} dataset(s) in "
                   f"{', '.join(result['products'])} ({', '.join(result['domains'])})", markup=False)
     rows = [[d["dataset"] + "." + c["column"], ", ".join(c["via"]), c["effect"],
-             "; ".join(f"{r}: {', '.join(n)}" for r, n in d["owners"].items() if n)]
+             "; ".join(f"{r}: {', '.join(n)}" for r, n in d["owners"].items() if n),
+             ", ".join(sorted({g["principal"] for g in d["consumers"]})) or "-"]
             for d in result["datasets"] for c in d["columns"]]
-    console.print(table(None, ["column", "via", "effect", "owners"], rows))
+    console.print(table(None, ["column", "via", "effect", "owners", "consumers (active grants)"], rows))
 
 
 @app.command()

@@ -325,13 +325,21 @@ class ImpactedColumn(CatalogRecord):
     effect: str
 
 
+class ImpactedConsumer(CatalogRecord):
+    principal: str = Field(description="A person or a product (by address).")
+    kind: str = Field(description="person | product")
+    grant: str
+    columns: list[str] | None = Field(description="The granted columns; null: every column.")
+    expires_at: str
+
+
 class ImpactedDataset(CatalogRecord):
     dataset: str
     product: str | None
     domain: str
     columns: list[ImpactedColumn]
     owners: dict[str, list[str]] = Field(description="Names by role, for the people to tell.")
-    consumers: list[Any]
+    consumers: list[ImpactedConsumer] = Field(description="Principals holding an active grant on the dataset.")
 
 
 class Impact(CatalogRecord):
