@@ -20,14 +20,15 @@ venv: $(VENV)/.installed
 demo: venv
 	$(BIN)/trustmesh demo $(DEMO_DIR) --port $(PORT)
 
-# pytest twice: on SQLite (with the Spark engine, the browser and the OpenAPI properties), then with every
-# test mesh on a fresh PostgreSQL database (each test skips, saying why, where no server answers).
+# pytest twice: on SQLite (with the Spark engine, the browser, the OpenAPI properties, the slow end-to-end
+# tests and a --quick run of every bench/ script), then with every test mesh on a fresh PostgreSQL database
+# (each test skips, saying why, where no server answers).
 test: venv
 	$(BIN)/ruff check src tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -n 2
-	TRUSTMESH_TEST_METASTORE=postgresql $(BIN)/python -m pytest -n 2 -q -m "not spark and not browser and not schemathesis"
+	TRUSTMESH_TEST_METASTORE=postgresql $(BIN)/python -m pytest -n 2 -q -m "not spark and not browser and not schemathesis and not slow"
 
 bench: venv
 	$(BIN)/python bench/build.py

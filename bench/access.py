@@ -70,6 +70,7 @@ def mesh_files(sizes: Sizes, rng: random.Random) -> dict[str, Any]:
     files: dict[str, Any] = {"mesh.yaml": {"name": "bench-mesh", "description": "A synthetic mesh for the access "
                                            "benchmark.", "people": [person("gdo", "governance-admin")]}}
     names = [f"dom{d:02d}" for d in range(sizes.domains)]
+    clearances: dict[str, str] = {}  # set by the governance office in mesh.yaml, never by a domain
     for d, domain in enumerate(names):
         doc = domain_yaml(domain, kind="ssot" if d % 3 else "trusted-centre", sector=f"sector{d % 5}")
         domain_people = sizes.people - 1  # and gdo, mesh-wide
@@ -78,11 +79,12 @@ def mesh_files(sizes: Sizes, rng: random.Random) -> dict[str, Any]:
             dev = person(f"{domain}-u{n:03d}", "developer")
             roll = rng.random()
             if roll < 0.08:
-                dev["clearance"] = "official-closed"  # below most data: the global forbid decides
+                clearances[dev["id"]] = "official-closed"  # below most data: the global forbid decides
             elif roll < 0.12:
-                dev["clearance"] = "confidential"
+                clearances[dev["id"]] = "confidential"
             doc["people"].append(dev)
         files[f"domains/{domain}/domain.yaml"] = doc
+    files["mesh.yaml"]["access"] = {"clearances": clearances}
     for k in range(sizes.datasets):
         domain, n = names[k % sizes.domains], k // sizes.domains
         product, dataset = f"p{n:02d}-dp", f"ds_{n:02d}"

@@ -69,7 +69,10 @@ def trustmesh_build(root: Path) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the best is reported")
+    parser.add_argument("--quick", action="store_true", help="one run of each side: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat = 1
     work = Path(tempfile.mkdtemp(prefix="trustmesh-bench-"))
     try:
         write_demo(work / "source")

@@ -71,14 +71,14 @@ def col(j: int) -> str:
     return f"c{j:02d}"
 
 
-def generate(seed: int) -> Graph:
+def generate(seed: int, domains: int = DOMAINS) -> Graph:
     """Each dataset reads the previous layer of its pipeline, sometimes also an earlier dataset of its own or
     another domain (a join); layer 0 reads a raw source. Each column has a DIRECT edge from the same column of
     the main input, sometimes a second DIRECT edge, and the dataset's INDIRECT edges."""
     rng = random.Random(seed)
     g = Graph()
     now = datetime.now(UTC)
-    for d in range(DOMAINS):
+    for d in range(domains):
         domain = f"dom{d:02d}"
         g.rows["tm_domains"].append({"name": domain, "kind": "aligned", "sector": f"sector{d % 5}",
                                      "description": "", "glossary": []})
@@ -108,7 +108,7 @@ def generate(seed: int) -> Graph:
                         "physical_type": None, "description": "", "required": j < KEYS, "primary_key": j == 0,
                         "unique": False, "classification": None, "sensitivity": "non-sensitive", "pii_type": None,
                         "glossary_term": None, "tags": []})
-                _dataset_edges(rng, g, d, p, k)
+                _dataset_edges(rng, g, d, p, k, domains)
     g.edges = list(dict.fromkeys(g.edges))
     for e in g.edges:
         g.up[(e[0], e[1])].append(e)
@@ -119,14 +119,14 @@ def generate(seed: int) -> Graph:
     return g
 
 
-def _dataset_edges(rng: random.Random, g: Graph, d: int, p: int, k: int) -> None:
+def _dataset_edges(rng: random.Random, g: Graph, d: int, p: int, k: int, domains: int) -> None:
     ds = address(d, p, k)
     if k == 0:
         inputs = [f"source:dom{d:02d}.p{p:02d}-l0-dp.raw_{p:02d}"]
     else:
         inputs = [address(d, p, k - 1)]
         for _ in range((rng.random() < 0.5) + (rng.random() < 0.12)):
-            inputs.append(address(d if rng.random() < 0.7 else rng.randrange(DOMAINS), rng.randrange(PIPELINES),
+            inputs.append(address(d if rng.random() < 0.7 else rng.randrange(domains), rng.randrange(PIPELINES),
                                   rng.randrange(k)))
     main = inputs[0]
     indirect = [(main, col(rng.randrange(KEYS, COLUMNS)), "FILTER")]
@@ -322,11 +322,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each extraction; the best is reported")
     parser.add_argument("--no-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--quick", action="store_true", help="2 domains, 10 start columns, one run: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.samples, args.repeat = 10, 1
     work = Path(tempfile.mkdtemp(prefix="trustmesh-bench-lineage-"))
     try:
         started = time.perf_counter()
-        g = generate(args.seed)
+        g = generate(args.seed, 2 if args.quick else DOMAINS)
         rng = random.Random(args.seed + 1)
         starts = rng.sample(g.columns, args.samples)
         warmup = rng.sample(g.columns, 5)

@@ -113,7 +113,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--copies", type=int, default=30, help="replication factor of the large table (30 → 10.1M rows)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each side; the best is reported")
+    parser.add_argument("--quick", action="store_true", help="2 copies for the large size, one run: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.copies, args.repeat = 2, 1
     work = Path(tempfile.mkdtemp(prefix="trustmesh-bench-quality-"))
     try:
         source = flights_parquet(work)

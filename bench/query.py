@@ -356,8 +356,11 @@ def main() -> None:
     parser.add_argument("--overhead-runs", type=int, default=50, help="runs of each query for the overhead p50")
     parser.add_argument("--overhead-runs-large", type=int, default=10,
                         help="runs of each query for the overhead p50 at 10M rows (reported, not judged)")
-    parser.add_argument("--quick", action="store_true", help="only the demo's 336,776 rows (skip the large mesh)")
+    parser.add_argument("--quick", action="store_true", help="only the demo's 336,776 rows (skip the large mesh), "
+                        "one run of each query and 5 for the overhead: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.repeat, args.overhead_runs = 1, 5
     work = Path(tempfile.mkdtemp(prefix="trustmesh-bench-query-"))
     figures: dict[str, Any] = {}
     try:

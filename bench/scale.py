@@ -118,7 +118,11 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=30, help="copies of the flights source for the large size")
     parser.add_argument("--repeat", type=int, default=50, help="calls of each metastore operation (median)")
     parser.add_argument("--spark-memory", default="6g", help="spark.driver.memory in local mode")
+    parser.add_argument("--quick", action="store_true", help="no warm-up builds, 2 copies for the large size, 5 "
+                        "calls each, 1g for Spark: a smoke run")
     args = parser.parse_args()
+    if args.quick:
+        args.copies, args.repeat, args.spark_memory = 2, 5, "1g"
     conf = {"spark.driver.memory": args.spark_memory}
     work = Path(tempfile.mkdtemp(prefix="trustmesh-bench-scale-"))
     figures: dict[str, Any] = {}
@@ -127,8 +131,9 @@ def main() -> None:
         figures["spark_start_s"] = spark_start_s(work, conf)
         fits: dict[str, tuple[float, float]] = {}
         for engine in ("duckdb", "spark"):
-            mesh_copy(work / "source", work / f"{engine}-warm", engine, 1, conf)
-            timed_build(work / f"{engine}-warm")  # untimed: JIT, first reads of the sources, imports
+            if not args.quick:
+                mesh_copy(work / "source", work / f"{engine}-warm", engine, 1, conf)
+                timed_build(work / f"{engine}-warm")  # untimed: JIT, first reads of the sources, imports
             points = []
             for label, copies in (("small", 1), ("large", args.copies)):
                 root = work / f"{engine}-{label}"
