@@ -262,3 +262,14 @@ def tamper(ws: Any, *statements: Any) -> None:
         for statement in statements:
             c.execute(statement)
 
+
+def spark_missing() -> str | None:
+    """Why the Spark engine cannot run here (for a skip), or None."""
+    import shutil
+
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        return "pyspark is not installed (pip install 'trustmesh[spark]')"
+    return None if shutil.which("java") else "no java on PATH: Spark needs Java 17+"
+

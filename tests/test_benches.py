@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from meshfactory import METASTORE_TIER
+from meshfactory import METASTORE_TIER, spark_missing
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 FIGURE = re.compile(r"^[a-z][a-z0-9_]*=\S+$")
@@ -22,14 +21,6 @@ BENCHES = ["access", "build", "governance", "lineage", "quality", "query"]  # an
 
 pytestmark = pytest.mark.skipif(METASTORE_TIER == "postgresql", reason="the benchmarks make their own metastores "
                                 "(and a PostgreSQL one where a server answers); they run once, in the first pass")
-
-
-def _spark_missing() -> str | None:
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return "pyspark is not installed (pip install 'trustmesh[spark]')"
-    return None if shutil.which("java") else "no java on PATH: Spark needs Java 17+"
 
 
 def test_every_benchmark_is_smoke_run_here() -> None:
@@ -53,6 +44,6 @@ def test_a_benchmark_runs_and_ends_with_its_figures(name: str) -> None:
 
 @pytest.mark.spark
 def test_the_scale_benchmark_runs_on_duckdb_and_spark() -> None:
-    if (reason := _spark_missing()) is not None:
+    if (reason := spark_missing()) is not None:
         pytest.skip(reason)
     assert "spark_small_s=" in run_quick("scale")

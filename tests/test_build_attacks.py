@@ -28,6 +28,7 @@ from meshfactory import (
     file_input,
     product_input,
     product_yaml,
+    spark_missing,
     write_files,
 )
 
@@ -393,16 +394,6 @@ def test_the_attack_files_never_changed_the_victim(mesh: Secrets) -> None:
 
 # --- the same product on Spark: what its SQL may name is its reach ------------------------------------------
 
-def _spark_missing() -> str | None:
-    import shutil
-
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return "pyspark is not installed (pip install 'trustmesh[spark]')"
-    return None if shutil.which("java") else "no java on PATH: Spark needs Java 17+"
-
-
 @pytest.mark.spark
 @pytest.mark.parametrize("sql", [
     pytest.param("SELECT {V} FROM parquet.`{warehouse}`", id="spark-sql-on-files"),
@@ -414,7 +405,7 @@ def _spark_missing() -> str | None:
     pytest.param("SELECT {V} FROM in__raw_items", id="spark-other-products-view"),
 ])
 def test_on_spark_product_sql_reaching_outside_its_inputs_is_refused(mesh: Secrets, sql: str) -> None:
-    if (reason := _spark_missing()) is not None:
+    if (reason := spark_missing()) is not None:
         pytest.skip(reason)
     files = _evil(sql.format(victim=mesh.victim_csv, warehouse=mesh.warehouse_file, V=V) + "\n")
     files[f"{EVIL}/product.yaml"].setdefault("customProperties", []).append({"property": "engine", "value": "spark"})
@@ -423,7 +414,7 @@ def test_on_spark_product_sql_reaching_outside_its_inputs_is_refused(mesh: Secre
 
 @pytest.mark.spark
 def test_on_spark_the_control_still_publishes(mesh: Secrets) -> None:
-    if (reason := _spark_missing()) is not None:
+    if (reason := spark_missing()) is not None:
         pytest.skip(reason)
     files = _evil()
     files[f"{EVIL}/product.yaml"].setdefault("customProperties", []).append({"property": "engine", "value": "spark"})

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshfactory import ITEMS_CSV, base_files, column, person, write_files
+from meshfactory import ITEMS_CSV, METASTORE_TIER, base_files, column, person, write_files
 from typer.testing import CliRunner
 
 from trustmesh.access.model import Directory
@@ -21,6 +21,9 @@ from trustmesh.descriptors import load_mesh
 from trustmesh.errors import InvalidMesh
 from trustmesh.service import Workspace
 from trustmesh.yamlfile import MAX_ALIAS_NODES, MAX_BYTES, MAX_DEPTH, load_yaml
+
+pytestmark = pytest.mark.skipif(METASTORE_TIER == "postgresql",
+                                reason="what a descriptor may declare does not depend on the metastore; these run once, on SQLite")
 
 runner = CliRunner()
 ALPHA = "domains/alpha/domain.yaml"

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 import yaml
-from meshfactory import base_files, column, contract_yaml, product_input, product_yaml
+from meshfactory import base_files, column, contract_yaml, product_input, product_yaml, spark_missing
 
 from trustmesh.errors import InvalidMesh
 
@@ -23,17 +23,7 @@ pytestmark = pytest.mark.spark
 REL_TOL = 1e-9
 
 
-def _spark_missing() -> str | None:
-    try:
-        import pyspark  # noqa: F401
-    except ImportError:
-        return "pyspark is not installed (pip install 'trustmesh[spark]')"
-    if shutil.which("java") is None:
-        return "no java on PATH: Spark needs Java 17+"
-    return None
-
-
-if (_reason := _spark_missing()) is not None:
+if (_reason := spark_missing()) is not None:
     pytest.skip(_reason, allow_module_level=True)
 
 

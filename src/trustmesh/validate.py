@@ -35,40 +35,41 @@ def source_path_problem(product: Product, port: InputPort) -> str | None:
     another product's files, another domain's, the platform's state (`.trustmesh/`, keys, the metastore,
     the warehouse) or anything outside the mesh, whatever the spelling.
     """
-    pattern = port.source.path or ""
-    if not pattern.strip():
-        return "the source path is empty"
-    if "\x00" in pattern:
-        return "the source path holds a NUL character"
-    if pattern.startswith(("/", "\\")) or Path(pattern).is_absolute():
-        return f"source path {pattern!r} is absolute"
-    if pattern.startswith("~"):
-        return f"source path {pattern!r} names a home folder"
-    if URL_LIKE.match(pattern):
-        return f"source path {pattern!r} is a URL, not a file of the product"
-    if any(part == ".." for part in re.split(r"[/\\]", pattern)):
-        return f"source path {pattern!r} climbs out with '..'"
-    folder = product.folder.resolve()
-    for found in _matches(product, pattern):
-        if not found.resolve().is_relative_to(folder):
-            return f"source path {pattern!r} leads to {found.resolve()}, outside the product folder"
-    return None
-
-
-def _matches(product: Product, pattern: str) -> list[Path]:
-    if any(ch in pattern for ch in "*?["):
-        return sorted(p for p in product.folder.glob(pattern) if p.is_file())
-    path = product.folder / pattern
-    return [path] if path.is_file() else []
+    return _own_files(product, port)[0]
 
 
 def source_files(product: Product, port: InputPort) -> list[Path]:
     """The files a file-source input port reads (a glob may match several), resolved, and only while every one
     is the product's own (see `source_path_problem`): a path that leads anywhere else reads nothing."""
-    assert port.source.path is not None
-    if source_path_problem(product, port) is not None:
-        return []
-    return [p.resolve() for p in _matches(product, port.source.path)]
+    problem, files = _own_files(product, port)
+    return [] if problem else files
+
+
+def _own_files(product: Product, port: InputPort) -> tuple[str | None, list[Path]]:
+    """(why the path is not the product's own, or None; the resolved files it names)."""
+    pattern = port.source.path or ""
+    if not pattern.strip():
+        return "the source path is empty", []
+    if "\x00" in pattern:
+        return "the source path holds a NUL character", []
+    if pattern.startswith(("/", "\\")) or Path(pattern).is_absolute():
+        return f"source path {pattern!r} is absolute", []
+    if pattern.startswith("~"):
+        return f"source path {pattern!r} names a home folder", []
+    if URL_LIKE.match(pattern):
+        return f"source path {pattern!r} is a URL, not a file of the product", []
+    if any(part == ".." for part in re.split(r"[/\\]", pattern)):
+        return f"source path {pattern!r} climbs out with '..'", []
+    if any(ch in pattern for ch in "*?["):
+        found = sorted(p for p in product.folder.glob(pattern) if p.is_file())
+    else:
+        found = [product.folder / pattern] if (product.folder / pattern).is_file() else []
+    folder = product.folder.resolve()
+    resolved = [p.resolve() for p in found]
+    for path in resolved:
+        if not path.is_relative_to(folder):
+            return f"source path {pattern!r} leads to {path}, outside the product folder", []
+    return None, resolved
 
 
 def file_argument(product: Product, port: InputPort) -> list[str]:

@@ -17,18 +17,9 @@ from typing import Any
 
 from trustmesh.access.model import DatasetInfo, Directory, Principal
 from trustmesh.access.policy import Decision, GrantTerms
+from trustmesh.engines.duckdb import literal, quote
 from trustmesh.privacy.masking import Masking, choose, declared_masking, expression
 from trustmesh.sqlguard import PERSON_COLUMN, QueryRefused
-
-
-def _quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def _literal(value: Any) -> str:
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    return "'" + str(value).replace("'", "''") + "'"
 
 
 @dataclass
@@ -103,7 +94,7 @@ def select(relation: PolicyRelation, ds: DatasetInfo, types: dict[str, str], key
     is about is added (for the group-size check only); `person` may wrap it (a build hashes it, so the
     identifier itself never reaches the product's session).
     """
-    source = f"read_parquet({_literal(relation.files)})"
+    source = f"read_parquet({literal(relation.files)})"
     columns = []
     for name, type_ in types.items():
         if name in relation.withheld or name not in ds.columns:
@@ -111,7 +102,7 @@ def select(relation: PolicyRelation, ds: DatasetInfo, types: dict[str, str], key
                 relation.withheld.append(name)  # not in the contract any more: nobody outside reads it
             continue
         masking = relation.masked.get(name)
-        raw = _quote(name)
+        raw = quote(name)
         masked = expression(raw, masking, type_, key, keyed_udf) if masking else None
         value = masked or raw
         visible, clear = relation.visible_when.get(name), relation.clear_when.get(name)
@@ -130,11 +121,11 @@ def select(relation: PolicyRelation, ds: DatasetInfo, types: dict[str, str], key
     if relation.aggregate_only is not None:  # who each row is about, for the group-size check only
         who = relation.aggregate_only[1]
         if who in types:
-            identity = _quote(who)
+            identity = quote(who)
         else:
-            source = f"read_parquet({_literal(relation.files)}, filename = true, file_row_number = true)"
+            source = f"read_parquet({literal(relation.files)}, filename = true, file_row_number = true)"
             identity = "(filename || ':' || file_row_number)"
-        columns.append(f"{person(identity) if person else identity} AS {_quote(PERSON_COLUMN)}")
+        columns.append(f"{person(identity) if person else identity} AS {quote(PERSON_COLUMN)}")
     where = f" WHERE {relation.row_filter}" if relation.row_filter else ""
     relation.select = f"SELECT {', '.join(columns)} FROM {source}{where}"
     return relation.select

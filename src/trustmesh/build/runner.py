@@ -445,11 +445,11 @@ def _policy_file(ctx: BuildContext, product: Product, granted: InputAccess, file
     target = scratch / f"{view_name(granted.address)}.parquet"
     writer = DuckDBSession(reach=Reach(str(scratch), tuple(files), (str(scratch),)))
     try:
-        if ctx.keys is not None:
-            register_keyed_functions(writer.con, ctx.keys, KEYED)
+        key = ctx.keys or _no_keys
+        register_keyed_functions(writer.con, key, KEYED)
         types = {c.name: c.type for c in writer.describe(f"SELECT * FROM read_parquet({literal(files)})")}
         salt = secrets.token_hex(16)
-        sql = policy_select(relation, ds, types, ctx.keys or _no_keys, KEYED,
+        sql = policy_select(relation, ds, types, key, KEYED,
                             person=lambda who: f"sha256({literal(salt)} || CAST({who} AS VARCHAR))")
         writer.write_parquet(sql, str(target))
     except QueryFailed as exc:
@@ -462,7 +462,7 @@ def _policy_file(ctx: BuildContext, product: Product, granted: InputAccess, file
 
 
 def _no_keys(key_id: str) -> bytes:
-    raise QueryFailed(f"pseudonymisation key {key_id!r} is not available: this build has no key store")
+    raise ValueError(f"pseudonymisation key {key_id!r} is not available: this build has no key store")
 
 
 def _upstream_files(ctx: BuildContext, product: Product, record: dict[str, Any]) -> list[str]:
