@@ -152,7 +152,7 @@ class Workspace:
 
     @cached_property
     def catalog(self) -> Catalog:
-        return Catalog(self.store, self.iceberg)
+        return Catalog(self.store, self.iceberg, self.storage)
 
     def directory(self) -> Directory:
         """People, products and datasets as the repo declares them now.

@@ -16,7 +16,7 @@ from trustmesh.descriptors import Mesh, Product
 from trustmesh.lineage.model import DatasetLineage
 from trustmesh.lineage.privacy import Finding
 from trustmesh.metastore import Metastore, audit
-from trustmesh.metastore.iceberg import catalog_warehouse, table_identifier
+from trustmesh.metastore.iceberg import catalog_warehouse, table_identifier, table_names
 from trustmesh.metastore.registry import register_product
 from trustmesh.metastore.schema import (
     DatasetRow,
@@ -53,7 +53,8 @@ class Candidate:
     report: QualityReport | None = None
     lineage: DatasetLineage | None = None
     snapshot_id: int | None = None
-    published: list[str] = field(default_factory=list)  # the files as the warehouse stores them (s3:// when remote)
+    # The files as the metastore records them: s3:// URIs when remote, else keys in the warehouse folder.
+    published: list[str] = field(default_factory=list)
 
     @property
     def files(self) -> list[str]:
@@ -102,8 +103,8 @@ def commit_snapshots(catalog: Any, candidates: list[Candidate]) -> None:
             with table.transaction() as tx:
                 if table.current_snapshot() is not None:
                     tx.delete(AlwaysTrue())
-                tx.add_files(stored, check_duplicate_files=False)
-        candidate.published = stored
+                tx.add_files(table_names(catalog, table, identifier, stored), check_duplicate_files=False)
+        candidate.published = warehouse.recorded(stored)
         snapshot = table.current_snapshot()
         assert snapshot is not None
         candidate.snapshot_id = snapshot.snapshot_id

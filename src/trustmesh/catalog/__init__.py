@@ -30,6 +30,7 @@ from trustmesh.metastore.schema import (
     utcnow,
 )
 from trustmesh.metastore.search import FACETS, search
+from trustmesh.metastore.storage import Warehouse
 from trustmesh.privacy.masking import choose, declared_masking
 from trustmesh.quality.freshness import freshness
 from trustmesh.quality.rules import expectation
@@ -59,9 +60,10 @@ def standing_facets(standing: dict[str, Any]) -> dict[str, str]:
 class Catalog:
     """Everything a consumer can find out about published products, from the metastore."""
 
-    def __init__(self, store: Metastore, iceberg: Callable[[], Any]) -> None:
+    def __init__(self, store: Metastore, iceberg: Callable[[], Any], warehouse: Warehouse | None = None) -> None:
         self.store = store
         self.iceberg = iceberg
+        self.warehouse = warehouse
         self._snapshot_files: dict[tuple[str, int], list[str]] = {}
 
     def domains(self) -> list[dict[str, Any]]:
@@ -198,12 +200,15 @@ class Catalog:
             return [_version(v) for v in rows]
 
     def version_files(self, address: str, version: int | None = None) -> tuple[int, list[str]]:
-        """The data files of a version (default: the one currently served), planned from its Iceberg snapshot."""
+        """The data files of a version (default: the one currently served): those its metastore row records
+        (each version's Iceberg snapshot holds exactly these), else planned from the snapshot."""
         row = self._resolved_version(address, version)
         key = (row.dataset, row.snapshot_id)
         files = self._snapshot_files.get(key)  # a snapshot is immutable: plan its files once
         if files is None:
-            files = snapshot_files(self.iceberg(), row.dataset, row.snapshot_id)
+            files = self.warehouse.readable(list(row.data_files)) if self.warehouse is not None else None
+            if files is None:
+                files = snapshot_files(self.iceberg(), row.dataset, row.snapshot_id)
             if len(self._snapshot_files) > 10_000:
                 self._snapshot_files.clear()
             self._snapshot_files[key] = files

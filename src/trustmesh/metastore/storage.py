@@ -62,8 +62,11 @@ class Warehouse:
 
     @property
     def location(self) -> str:
-        """Where Iceberg keeps table data and metadata: the bucket root, or the local folder as a file:// URI."""
-        return self.remote or self.local.resolve().as_uri()
+        """Where Iceberg keeps table data and metadata: the bucket root, or the local folder's absolute path.
+
+        A plain path, not a file:// URI: pyiceberg opens a URI's path without decoding it, so a folder named
+        with a space or a non-ASCII letter (`my%20mesh`) put the metadata in another folder, outside the mesh."""
+        return self.remote or str(self.local.resolve())
 
     def iceberg_properties(self) -> dict[str, str]:
         """pyiceberg FileIO settings (PyArrowFileIO) for the bucket; nothing for a local warehouse."""
@@ -117,6 +120,31 @@ class Warehouse:
                 os.replace(name, cached)
                 uris.append(f"{REMOTE_PREFIX}{self.bucket}/{key}")
         return uris
+
+    def recorded(self, stored: list[str]) -> list[str]:
+        """Published files as the metastore records them: s3:// URIs as they are; a local file by its key in
+        the warehouse folder (`data/<domain>/...`, the key a bucket would use), which stays true when the mesh
+        folder is moved or copied. A file outside the folder keeps its absolute path."""
+        if self.is_remote:
+            return stored
+        local = self.local.resolve()
+        out = []
+        for name in stored:
+            path = Path(name).resolve()
+            out.append(path.relative_to(local).as_posix() if path.is_relative_to(local) else name)
+        return out
+
+    def readable(self, recorded: list[str]) -> list[str] | None:
+        """A version's files as the metastore records them (`recorded`), as paths DuckDB can read, without
+        opening Iceberg: keys under today's warehouse folder, s3:// objects from the read cache. None for a
+        version recorded by absolute local paths (before keys), whose files Iceberg must plan."""
+        if self.is_remote:
+            with self.errors("reading published files"):
+                return self.local_files(recorded)
+        if any(name.startswith(("/", "file:")) for name in recorded):
+            return None
+        local = self.local.resolve()
+        return [str(local / name) for name in recorded]
 
     def local_files(self, uris: list[str]) -> list[str]:
         """Paths DuckDB can read for a snapshot's data files: local ones as they are, s3:// ones from the cache."""
