@@ -198,7 +198,20 @@ def test_warning_publishes_and_flags(make_mesh: Any) -> None:
     hit = next(h for h in ws.catalog.search("items")["hits"] if h["address"] == "alpha.shop-dp.items")
     assert hit["quality_score"] == report["score"]
     out = runner.invoke(app, ["quality", "alpha.shop-dp.items", "--mesh", str(ws.root)])
+    assert out.exit_code == 0 and "pricey" in out.output and "FAIL" in out.output  # a warning shows, exits 0
+    out = runner.invoke(app, ["quality", "alpha.shop-dp.items", "--fail-on", "warning", "--mesh", str(ws.root)])
     assert out.exit_code == 1 and "pricey" in out.output
+    out = runner.invoke(app, ["quality", "alpha.shop-dp.items", "--fail-on", "warnings", "--mesh", str(ws.root)])
+    assert out.exit_code == 2 and "--fail-on 'warnings'" in out.output
+    # check is the same gate: a warning-level policy finding passes, and fails with --fail-on warning
+    (ws.root / "governance" / "policies").mkdir(parents=True, exist_ok=True)
+    (ws.root / "governance" / "policies" / "terms.yaml").write_text(
+        "policies:\n- id: gdo.revenue-term\n  title: Revenue names its glossary term\n  rationale: One meaning.\n"
+        "  rule: glossary-terms\n  severity: warning\n  params: {terms: {price: '^revenue$'}}\n")
+    out = runner.invoke(app, ["check", "--mesh", str(ws.root)])
+    assert out.exit_code == 0 and "warning" in out.output and "passed" in out.output, out.output
+    out = runner.invoke(app, ["check", "--fail-on", "warning", "--mesh", str(ws.root)])
+    assert out.exit_code == 1, out.output
 
 
 def test_sector_benchmark_applies_and_cannot_be_switched_off(make_mesh: Any) -> None:

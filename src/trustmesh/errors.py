@@ -42,6 +42,15 @@ class Problem:
         }
 
 
+FAIL_ON = ("error", "warning")
+
+
+def fails(severity: str, fail_on: str = "error") -> bool:
+    """Whether a problem, finding or check of this severity fails a command run with `--fail-on fail_on`:
+    errors always, warnings only when asked (as dbt and datacontract-cli do), information never."""
+    return severity == "error" or (severity == "warning" and fail_on == "warning")
+
+
 class TrustmeshError(Exception):
     """Root of every error trustmesh raises on purpose."""
 

@@ -6,7 +6,7 @@ import difflib
 from graphlib import CycleError, TopologicalSorter
 
 from trustmesh.descriptors import Mesh
-from trustmesh.errors import Problem, UsageError
+from trustmesh.errors import InvalidMesh, Problem, UsageError
 
 
 def product_of(mesh: Mesh, address: str) -> str | None:
@@ -48,8 +48,11 @@ def cycle_problems(mesh: Mesh) -> list[Problem]:
 
 
 def build_order(mesh: Mesh, products: set[str]) -> list[str]:
-    """The selected products, upstream before downstream."""
+    """The selected products, upstream before downstream; a cycle among them is an invalid mesh."""
     graph = upstream_graph(mesh)
+    problems = cycle_problems(mesh)
+    if problems:
+        raise InvalidMesh(problems)
     sorter = TopologicalSorter({p: sorted(graph.get(p, set()) & products) for p in sorted(products)})
     return list(sorter.static_order())
 

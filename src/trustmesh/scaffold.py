@@ -39,7 +39,14 @@ def init_mesh(folder: Path, name: str | None = None) -> Path:
     return folder / "mesh.yaml"
 
 
+def _check_mesh(root: Path) -> None:
+    if not (root / "mesh.yaml").is_file():
+        raise UsageError(f"no mesh at {root} (it has no mesh.yaml) — fix: `trustmesh init {root}` first, or name "
+                         "the mesh with --mesh")
+
+
 def new_domain(root: Path, name: str, kind: str = "ssot", sector: str = "general") -> Path:
+    _check_mesh(root)
     _check_name("domain", name)
     _check_name("sector", sector)
     if kind not in ("ssot", "trusted-centre"):
@@ -67,6 +74,7 @@ def new_domain(root: Path, name: str, kind: str = "ssot", sector: str = "general
 
 def new_product(root: Path, domain: str, name: str, dataset: str | None = None) -> Path:
     """A source-aligned product reading an example CSV into one gold dataset, ready to build."""
+    _check_mesh(root)
     _check_name("product", name)
     dataset = dataset or re.sub(r"[^a-z0-9_]", "_", name.removesuffix("-dp"))
     _check_name("dataset", dataset, DATASET_PATTERN)

@@ -10,13 +10,13 @@ import typer
 from rich.markup import escape
 
 from trustmesh.cli.access import access_app, audit_app, user_app
-from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
+from trustmesh.cli.common import FailOnOpt, JsonOpt, MeshOpt, fail_on_option, typer_app
 from trustmesh.cli.contract import contract_app
 from trustmesh.cli.governance import check, policy_app, report_app
 from trustmesh.cli.privacy import privacy_app, scan
 from trustmesh.cli.query import run_query
 from trustmesh.cli.render import BuildProgress, console, error_console, print_json, print_problems, table
-from trustmesh.errors import InvalidMesh, UsageError
+from trustmesh.errors import InvalidMesh, UsageError, fails
 from trustmesh.service import MESH_ENV, Workspace
 
 app = typer_app(
@@ -282,6 +282,7 @@ def quality(
     address: Annotated[str, typer.Argument(help="Dataset address, e.g. bts.flights-dp.flights.")],
     show_sql: Annotated[bool, typer.Option("--show-sql", help="Print the SQL the build runs for these checks.")] = False,
     quarantine: Annotated[bool, typer.Option("--quarantine", help="List candidates held back by failed checks.")] = False,
+    fail_on: FailOnOpt = "error",
     mesh: MeshOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -289,10 +290,12 @@ def quality(
 
     Checks come from the contract (ODCS `quality`), its schema (required, primary key, unique) and the
     sector's Trusted Centre benchmarks; they run in one scan before every publish. Exit 1 when the
-    served version failed a check or is stale.
+    served version failed an error-level check or is stale; a failed warning-level check is shown but
+    exits 0 unless `--fail-on warning`.
 
     Examples: `trustmesh quality bts.flights-dp.flights`, `trustmesh quality bts.flights-dp.flights --show-sql`
     """
+    fail_on = fail_on_option(fail_on)
     ws = _workspace(mesh)
     if show_sql:
         compiled = ws.compiled_quality(address)
@@ -316,7 +319,8 @@ def quality(
         for c in report["checks"]:
             if c["samples"]:
                 console.print(f"failing rows of {c['rule']} (personal data masked): {c['samples']}", markup=False)
-    failed = any(not c["passed"] for c in report["checks"]) or report["freshness"]["stale"]
+    failed = any(not c["passed"] and fails(c["severity"], fail_on) for c in report["checks"]) \
+        or report["freshness"]["stale"]
     if failed and not quarantine:
         raise typer.Exit(1)
 

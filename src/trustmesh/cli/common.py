@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from trustmesh.cli.render import error_console
-from trustmesh.errors import TrustmeshError
+from trustmesh.errors import FAIL_ON, TrustmeshError, UsageError
 from trustmesh.service import MESH_ENV
 
 
@@ -33,4 +33,13 @@ def typer_app(help: str, **kwargs: Any) -> typer.Typer:
 
 MeshOpt = Annotated[Path | None, typer.Option("--mesh", help=f"The mesh folder (default: ${MESH_ENV}, or the current folder).",
                                               show_default=False)]
+FailOnOpt = Annotated[str, typer.Option("--fail-on", help="Exit 1 on errors (the default), or on warnings too "
+                                                         "with `--fail-on warning`.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+
+
+def fail_on_option(value: str) -> str:
+    """A checked `--fail-on` value."""
+    if value not in FAIL_ON:
+        raise UsageError(f"--fail-on {value!r} — fix: one of {', '.join(FAIL_ON)}")
+    return value

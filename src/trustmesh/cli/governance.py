@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from trustmesh.cli.access import AsOpt
-from trustmesh.cli.common import JsonOpt, MeshOpt, typer_app
+from trustmesh.cli.common import FailOnOpt, JsonOpt, MeshOpt, fail_on_option, typer_app
 from trustmesh.cli.render import console, print_json, print_problems, table
 from trustmesh.errors import Problem, UsageError
 from trustmesh.governance.gate import FORMATS
@@ -28,9 +28,11 @@ def check(
     format: Annotated[str, typer.Option("--format", help="text, json, junit (JUnit XML) or sarif (SARIF 2.1.0).")]
     = "text",
     output: Annotated[Path | None, typer.Option(help="Write the report to this file.")] = None,
+    fail_on: FailOnOpt = "error",
     mesh: MeshOpt = None,
 ) -> None:
-    """Validate the mesh and run every applicable policy; exit 1 on any error — the gate for a domain's CI.
+    """Validate the mesh and run every applicable policy; exit 1 on any error (`--fail-on warning`: on any
+    warning too) — the gate for a domain's CI.
 
     Findings name product, dataset, column, policy, severity and the fix. Errors of policies still in their
     grace period are reported (at-risk) but do not fail the check.
@@ -39,6 +41,7 @@ def check(
     """
     if format not in FORMATS:
         raise UsageError(f"--format {format!r} — fix: one of {', '.join(FORMATS)}")
+    fail_on = fail_on_option(fail_on)
     ws = Workspace.open(mesh)
     gate = ws.check(selector, changed_since=changed_since)
     report: Any = (gate.junit() if format == "junit" else gate.sarif() if format == "sarif" else gate.to_dict())
@@ -46,10 +49,10 @@ def check(
         output.write_text(report if isinstance(report, str) else jsonlib.dumps(report, indent=2), encoding="utf-8")
         console.print(f"wrote {format} report to {output}", markup=False)
     elif format == "text":
-        _print_text(gate.problems, gate.statuses, gate.findings, gate.failed)
+        _print_text(gate.problems, gate.statuses, gate.findings, gate.fails(fail_on))
     else:
         print(report if isinstance(report, str) else jsonlib.dumps(report, indent=2))
-    if gate.failed:
+    if gate.fails(fail_on):
         raise typer.Exit(1)
 
 
@@ -60,6 +63,11 @@ def _print_text(problems: list[Problem], statuses: dict[str, Any], findings: lis
                             [[f["product"], ".".join(x for x in (f["dataset"], f["column"]) if x) or "",
                               f["policy"], f["severity"] + ("" if f["binding"] else f" (from {str(f['deadline'])[:10]})"),
                               f["message"], f["fix"]] for f in findings]))
+    if not statuses and any(p.severity == "error" for p in problems):
+        errors = sum(p.severity == "error" for p in problems)
+        console.print(f"[red]FAILED[/]: {errors} validation error(s); policies are evaluated once the mesh is valid",
+                      highlight=False)
+        return
     counts: dict[str, int] = {}
     for s in statuses.values():
         counts[s["status"]] = counts.get(s["status"], 0) + 1
@@ -94,9 +102,11 @@ def policy_apply(as_: AsOpt = None, mesh: MeshOpt = None, json: JsonOpt = False)
     import os
 
     ws = Workspace.open(mesh)
-    actor = as_ or os.environ.get(USER_ENV) or "trustmesh"
+    actor = as_ or os.environ.get(USER_ENV)
+    if actor:
+        ws.access.principal(actor)  # a person named must exist; without one, the repo's operator applies
     current = ws.mesh
-    report = ws.governance.apply(current, actor)
+    report = ws.governance.apply(current, actor or "trustmesh")
     if json:
         print_json(report)
         return

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from trustmesh import __version__
-from trustmesh.errors import Problem
+from trustmesh.errors import Problem, fails
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 FORMATS = ("text", "json", "junit", "sarif")
@@ -31,8 +31,13 @@ class GateReport:
     @property
     def failed(self) -> bool:
         """An error problem, or a binding error finding (a policy still in its grace period does not fail)."""
-        return any(p.severity == "error" for p in self.problems) or any(
-            f["severity"] == "error" and f["binding"] for f in self.findings)
+        return self.fails("error")
+
+    def fails(self, fail_on: str) -> bool:
+        """Whether the change fails at `fail_on` ("error", or "warning" to fail on warnings too); a finding of a
+        policy still in its grace period never fails it."""
+        return any(fails(p.severity, fail_on) for p in self.problems) or any(
+            fails(f["severity"], fail_on) and f["binding"] for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": not self.failed, "problems": [p.to_dict() for p in self.problems], "products": self.statuses}
