@@ -282,6 +282,23 @@ def test_cli_refusals_and_usage(demo: Workspace) -> None:
     assert not_a_read.exit_code == 1 and "only read queries" in flat(not_a_read.output)
 
 
+def test_hyphenated_names_need_no_quotes(demo: Workspace) -> None:
+    """Addresses are written as everywhere else: `transport-tc.punctuality-dp.x`, quoted or not, part or whole."""
+    counts = set()
+    for table in ("transport-tc.punctuality-dp.monthly_carrier_punctuality",
+                  '"transport-tc".punctuality-dp.monthly_carrier_punctuality',
+                  'transport-tc."punctuality-dp".monthly_carrier_punctuality'):
+        result = cli(demo, f"SELECT count(*) AS n, 10 - 3 AS seven FROM {table}", "--format", "json", "--as", "ravi")
+        assert result.exit_code == 0, result.output
+        rows = json.loads(result.stdout)["rows"]
+        assert rows[0]["seven"] == 7
+        counts.add(rows[0]["n"])
+    assert len(counts) == 1 and counts.pop() > 0
+    typo = cli(demo, "SELECT * FROM transport-tc.punctuallity-dp.monthly_carrier_punctuality", "--as", "ravi")
+    assert typo.exit_code == 1, typo.output
+    assert "must be quoted" in flat(typo.output) and "catalog list" in flat(typo.output)
+
+
 # -- 3. the API ------------------------------------------------------------------------------------------
 
 

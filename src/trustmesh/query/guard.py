@@ -10,6 +10,9 @@ nothing outside the allow-list. Whatever one parser misreads, the other refuses.
 from __future__ import annotations
 
 import logging
+import re
+from itertools import pairwise
+from typing import Any
 
 import sqlglot
 from sqlglot import TokenType, exp
@@ -37,13 +40,17 @@ FORBIDDEN_NODES = (exp.Into, exp.Insert, exp.Update, exp.Delete, exp.Create, exp
                    exp.Set, exp.Pragma, exp.Attach, exp.Detach, exp.Install, exp.Use, exp.Describe, exp.Show,
                    exp.Summarize, exp.Placeholder, exp.Parameter)
 
+_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|[0-9]+")
+_UNQUOTED_HYPHEN = re.compile(r"(?<![\"\w])[A-Za-z_]\w*-[\w-]*\.")
+
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 
 def quote_addresses(sql: str, products: set[str]) -> str:
-    """`bts.flights-dp.flights` → `bts."flights-dp".flights` where `bts.flights-dp` is a known product.
+    """`econ-tc.market-jobs-dp.jobs` → `"econ-tc"."market-jobs-dp".jobs` where `econ-tc.market-jobs-dp` is a
+    known product: hyphenated domain and product names may be written unquoted, as addresses are everywhere else.
 
-    Only adjacent tokens (no spaces around the dashes) outside strings and comments are joined, so
+    Only adjacent tokens (no spaces around the dashes or the dot) outside strings and comments are joined, so
     `a.x - b.y` stays a subtraction.
     """
     try:
@@ -53,22 +60,43 @@ def quote_addresses(sql: str, products: set[str]) -> str:
     edits: list[tuple[int, int, str]] = []
     i = 0
     while i < len(tokens):
-        t = tokens[i]
-        if t.token_type == TokenType.VAR and i + 2 < len(tokens) and tokens[i + 1].token_type == TokenType.DOT:
-            j = i + 2
-            parts = [tokens[j]]
-            while (j + 2 < len(tokens) and tokens[j + 1].token_type == TokenType.DASH
-                   and tokens[j + 1].start == tokens[j].end + 1 and tokens[j + 2].start == tokens[j + 1].end + 1):
-                parts.append(tokens[j + 2])
-                j += 2
-            name = "-".join(p.text for p in parts)
-            if len(parts) > 1 and f"{t.text}.{name}" in products:
-                edits.append((parts[0].start, parts[-1].end, '"' + name + '"'))
-                i = j
+        domain, j = _hyphenated(tokens, i)
+        if domain and j + 2 < len(tokens) and tokens[j + 1].token_type == TokenType.DOT \
+                and _adjacent(tokens[j], tokens[j + 1], tokens[j + 2]):
+            product, k = _hyphenated(tokens, j + 2)
+            if product and (len(domain) > 1 or len(product) > 1) \
+                    and f"{_joined(domain)}.{_joined(product)}" in products:
+                edits += [(run[0].start, run[-1].end, f'"{_joined(run)}"') for run in (domain, product) if len(run) > 1]
+                i = k + 1
+                continue
         i += 1
     for start, end, text in reversed(edits):
         sql = sql[:start] + text + sql[end + 1:]
     return sql
+
+
+def _hyphenated(tokens: list[Any], i: int) -> tuple[list[Any], int]:
+    """The words joined by dashes with no space between them from token i (`econ`, `-`, `tc`), and the index of
+    the last; no words when token i is not one."""
+    if tokens[i].token_type == TokenType.IDENTIFIER:  # already quoted: "econ-tc"
+        return [tokens[i]], i
+    if not _WORD.fullmatch(tokens[i].text) or tokens[i].token_type == TokenType.STRING:
+        return [], i
+    run, j = [tokens[i]], i
+    while (j + 2 < len(tokens) and tokens[j + 1].token_type == TokenType.DASH
+           and _adjacent(tokens[j], tokens[j + 1], tokens[j + 2]) and _WORD.fullmatch(tokens[j + 2].text)
+           and tokens[j + 2].token_type != TokenType.STRING):
+        run.append(tokens[j + 2])
+        j += 2
+    return run, j
+
+
+def _adjacent(*tokens: Any) -> bool:
+    return all(b.start == a.end + 1 for a, b in pairwise(tokens))
+
+
+def _joined(run: list[Any]) -> str:
+    return "-".join(t.text for t in run)
 
 
 def parse(sql: str, products: set[str]) -> Parsed:
@@ -81,7 +109,11 @@ def parse(sql: str, products: set[str]) -> Parsed:
     try:
         statements = [s for s in sqlglot.parse(sql, read="duckdb") if s is not None]
     except (ParseError, Exception) as exc:
-        raise QueryRefused(f"the query does not parse: {str(exc).splitlines()[0][:300]}") from exc
+        hint = ""
+        if _UNQUOTED_HYPHEN.search(sql):
+            hint = (' — fix: check the dataset address (`trustmesh catalog list`); a name with a dash that is not a '
+                    'known product must be quoted, e.g. "econ-tc"."market-jobs-dp".monthly_market_jobs')
+        raise QueryRefused(f"the query does not parse: {str(exc).splitlines()[0][:300]}{hint}") from exc
     if len(statements) != 1:
         raise QueryRefused(f"one statement per query, not {len(statements)} — fix: send them one at a time")
     tree = statements[0]
