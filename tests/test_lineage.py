@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 import sqlglot
+from typer.testing import CliRunner
 
+from trustmesh.cli import app
 from trustmesh.lineage.extract import extract_lineage
 
 GOLDEN = Path(__file__).parent / "golden" / "lineage"
@@ -112,8 +114,11 @@ def test_demo_lineage_crosses_three_domains_and_names_who_a_change_hurts(tmp_pat
     assert ("faa.airports-dp.airports", "name", "origin_name", "DIRECT") in edges
     assert any(e[0] == "source:bts.flights-dp.raw_flights" for e in edges)  # through bronze to the source
     hurt = ws.catalog.impact("bts.flights-dp.flights.dep_delay", change="drop")
-    assert "transport-tc.delay-weather-dp" in hurt["products"] and hurt["domains"] == ["transport-tc"]
-    assert hurt["datasets"][0]["owners"]["data-domain-steward"] == ["Ravi Chandran"]
+    assert "transport-tc.delay-weather-dp" in hurt["products"] and hurt["domains"] == ["bts", "transport-tc"]
+    assert hurt["datasets"][0]["dataset"] == "bts.flights-dp.flights"  # the changed dataset itself comes first
+    assert hurt["datasets"][0]["columns"][0]["via"] == ["itself"]
+    assert next(d for d in hurt["datasets"] if d["domain"] == "transport-tc")["owners"]["data-domain-steward"] == [
+        "Ravi Chandran"]
     assert all(c["effect"].startswith("breaks") for d in hurt["datasets"] for c in d["columns"])
     from trustmesh.catalog.lineage import render
 
@@ -195,3 +200,20 @@ def test_impact_names_the_consumers_holding_active_grants_on_what_a_change_reach
     daily = next(d for d in result["datasets"] if d["dataset"] == "beta.stats-dp.daily_sales")
     assert [(c["principal"], c["kind"]) for c in daily["consumers"]] == [("alpha-dev", "person")]
     assert daily["consumers"][0]["grant"].startswith("grant-") and daily["consumers"][0]["columns"] is None
+    assert daily["queried_by"] == []
+    # The changed dataset itself is among them: the product reading it holds a grant on it.
+    own = result["datasets"][0]
+    assert own["dataset"] == "alpha.shop-dp.items" and own["columns"] == [
+        {"column": "price", "via": ["itself"], "effect": "consumers read other values or a different type"}]
+    assert [(c["principal"], c["kind"]) for c in own["consumers"]] == [("beta.stats-dp", "product")]
+    # People who queried a dataset lately are named too, from the audit trail: how often and when last.
+    for _ in range(2):
+        ws.query("alpha-dev", 'SELECT sum(revenue) FROM beta."stats-dp".daily_sales')
+    result = ws.catalog.impact("alpha.shop-dp.items.price", change="drop")
+    daily = next(d for d in result["datasets"] if d["dataset"] == "beta.stats-dp.daily_sales")
+    assert [(q["principal"], q["queries"]) for q in daily["queried_by"]] == [("alpha-dev", 2)]
+    assert result["datasets"][0]["queried_by"] == []  # nobody queried the items themselves
+    assert ws.catalog.consumers("beta.stats-dp.daily_sales")["queried_by"] == daily["queried_by"]
+    out = CliRunner().invoke(app, ["impact", "alpha.shop-dp.items.price", "--mesh", str(ws.root)], env={"COLUMNS": "200"})
+    assert out.exit_code == 0, out.output
+    assert "alpha-dev" in out.output and "beta.stats-dp" in out.output and "queried in the last 30 days" in out.output

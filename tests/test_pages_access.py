@@ -219,3 +219,16 @@ def test_the_demo_gives_tokens_to_sign_in_with(demo: Workspace, app: Any) -> Non
     client = TestClient(app, follow_redirects=False)
     assert sign_in(client, tokens["priya"]).status_code == 303
     assert "Priya Nair" in client.get("/").text
+
+
+def test_the_product_page_names_its_consumers_to_its_domain_only(people: dict[str, Browser], demo: Workspace) -> None:
+    """Its domain's people (nurul, health's steward) see who holds grants on each dataset and who queried it
+    lately — whom a change would reach; a consumer from another domain (irfan) sees neither."""
+    assert people["irfan"].post("/query", {"sql": SQL}).status_code == 200
+    own = html.unescape(people["nurul"].get("/products/health.activity-dp").text)
+    section = own[own.index('id="consumers-participants"'):own.index('id="versions-participants"')]
+    assert "irfan" in section and "huimin" in section and "grant-" in section
+    queried = section[section.index('data-testid="queried-by-participants"'):]
+    assert "irfan" in queried
+    other = html.unescape(people["irfan"].get("/products/health.activity-dp").text)
+    assert 'id="consumers-participants"' not in other and "huimin" not in other

@@ -320,16 +320,21 @@ def test_lineage_downstream_of_one_column(client: TestClient) -> None:
 def test_impact_names_products_domains_and_owners(client: TestClient) -> None:
     hurt = client.get(f"/api/v1/impact/{FLIGHTS}.amount", params={"change": "retype"}).json()
     assert (hurt["source"], hurt["change"]) == (f"{FLIGHTS}.amount", "retype")
-    assert (hurt["products"], hurt["domains"]) == (["transport-tc.delays-dp"], ["transport-tc"])
-    [delays] = hurt["datasets"]
+    assert (hurt["products"], hurt["domains"]) == (["bts.flights-dp", "transport-tc.delays-dp"], ["bts", "transport-tc"])
+    own, delays = hurt["datasets"]  # the changed dataset itself, then what reads it
+    assert own["dataset"] == FLIGHTS and own["columns"] == [
+        {"column": "amount", "via": ["itself"], "effect": "consumers read other values or a different type"}]
+    assert [c["principal"] for c in own["consumers"]] == ["transport-tc.delays-dp"]  # its input port's grant
     assert delays["columns"] == [{"column": "amount", "via": ["direct transformation"],
                                   "effect": "its type or values may change"}]
     assert delays["owners"]["data-owner"] == ["transport-tc data owner"] and delays["consumers"] == []
+    assert delays["queried_by"] == []
     dropped = client.get(f"/api/v1/impact/{FLIGHTS}.category").json()  # drop is the default
     assert dropped["change"] == "drop"
-    assert {c["column"] for c in dropped["datasets"][0]["columns"]} == {"amount", "category", "record_id", "recorded_on"}
-    assert all(c["effect"].startswith("breaks") for c in dropped["datasets"][0]["columns"])
-    assert client.get(f"/api/v1/impact/{DELAYS}.amount").json()["datasets"] == []  # nothing reads delays
+    assert {c["column"] for c in dropped["datasets"][1]["columns"]} == {"amount", "category", "record_id", "recorded_on"}
+    assert all(c["effect"].startswith("breaks") for d in dropped["datasets"] for c in d["columns"])
+    alone = client.get(f"/api/v1/impact/{DELAYS}.amount").json()["datasets"]  # nothing reads delays
+    assert [d["dataset"] for d in alone] == [DELAYS]
 
 
 def test_findings(client: TestClient) -> None:

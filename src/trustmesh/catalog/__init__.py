@@ -312,6 +312,18 @@ class Catalog:
                 raise UsageError(f"{target!r} names a dataset — fix: name a column, <domain>.<product>.<dataset>.<column>")
             return impact(s, dataset, column, change)
 
+    def consumers(self, address: str) -> dict[str, list[dict[str, Any]]]:
+        """Who uses a dataset: active grants (principal, grant, columns, expiry) and the people who queried it in
+        the last 30 days — whom a change to it would reach."""
+        from trustmesh.catalog.lineage import consumers
+
+        address = normalise_address(address)
+        with self.store.session() as s:
+            if s.get(DatasetRow, address) is None:
+                raise NotFound(f"no dataset {address} in the catalog — fix: see `trustmesh catalog list`")
+            grants, queried = consumers(s, [address])
+        return {"grants": grants.get(address, []), "queried_by": queried.get(address, [])}
+
     def findings(self, address: str | None = None) -> list[dict[str, Any]]:
         """Lineage and privacy findings of the served versions."""
         with self.store.session() as s:

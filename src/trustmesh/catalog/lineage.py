@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from functools import lru_cache
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from trustmesh.errors import NotFound, UsageError
 from trustmesh.metastore.schema import (
+    AuditRow,
     ColumnRow,
     DatasetRow,
     GrantRow,
@@ -21,6 +23,7 @@ from trustmesh.metastore.schema import (
 )
 
 UNBOUNDED = 1000
+RECENT_DAYS = 30  # who queried a dataset "lately", for impact
 _CHUNK = 256  # frontier columns per SQLite lookup: 512 bound parameters, far below its limit
 _Edge = tuple[str, str, str, str, str, str, bool]
 _ORDER = itemgetter("depth", "source_dataset", "source_column", "dataset", "column", "type", "subtype")
@@ -112,9 +115,10 @@ def _lookup(direction: str, size: int, mark: str) -> str:
 
 
 def impact(session: Session, dataset: str, column: str, change: str) -> dict[str, Any]:
-    """Every downstream column a change to this column reaches, with the products, domains and people."""
+    """The column itself and every downstream column a change to it reaches, with the products, domains, owners
+    and consumers (active grants, and who queried each dataset in the last `RECENT_DAYS` days)."""
     edges = walk(session, dataset, column, "down", None)
-    affected: dict[str, dict[str, Any]] = {}
+    affected: dict[str, dict[str, Any]] = {dataset: {"dataset": dataset, "columns": {column: {"itself"}}}}
     for e in edges:
         entry = affected.setdefault(e["dataset"], {"dataset": e["dataset"], "columns": {}})
         how = "direct" if e["type"] == "DIRECT" else "indirect"
@@ -134,15 +138,7 @@ def impact(session: Session, dataset: str, column: str, change: str) -> dict[str
                 select(RoleRow.domain, RoleRow.role, PersonRow.name).join(PersonRow, PersonRow.id == RoleRow.person_id)
                 .where(RoleRow.domain.in_(domains[i:i + _CHUNK]))):
             people.setdefault(str(d), set()).add((role, name))
-    consumers: dict[str, list[dict[str, Any]]] = {}  # who holds an active grant on each affected dataset
-    now = utcnow()
-    for i in range(0, len(addresses), _CHUNK):
-        for g in session.scalars(select(GrantRow).where(GrantRow.dataset.in_(addresses[i:i + _CHUNK]),
-                                                        GrantRow.state == "active", GrantRow.expires_at > now)
-                                 .order_by(GrantRow.principal, GrantRow.id)):
-            consumers.setdefault(g.dataset, []).append({
-                "principal": g.principal, "kind": g.principal_kind, "grant": f"grant-{g.id}",
-                "columns": g.columns, "expires_at": g.expires_at.isoformat()})
+    grants, queried = consumers(session, addresses)
     datasets = []
     for address, entry in sorted(affected.items()):
         domain = domain_of[address]
@@ -152,14 +148,49 @@ def impact(session: Session, dataset: str, column: str, change: str) -> dict[str
             "columns": [{"column": c, "via": sorted(v), "effect": _effect(change, v)} for c, v in sorted(entry["columns"].items())],
             "owners": {role: sorted({n for r, n in roles if r == role})
                        for role in ("data-owner", "data-domain-steward", "data-product-owner")},
-            "consumers": consumers.get(address, []),
+            "consumers": grants.get(address, []),
+            "queried_by": queried.get(address, []),
         })
     return {"source": f"{dataset}.{column}", "change": change, "datasets": datasets,
             "products": sorted({d["product"] for d in datasets if d["product"]}),
             "domains": sorted({d["domain"] for d in datasets})}
 
 
+def consumers(session: Session, addresses: list[str], *, days: int = RECENT_DAYS
+              ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """Who uses each dataset: the principals holding an active grant on it (grant, columns, expiry), and the
+    people whose governed queries read it in the last `days` days (how many, and the last one), from the audit."""
+    now = utcnow()
+    grants: dict[str, list[dict[str, Any]]] = {}
+    for i in range(0, len(addresses), _CHUNK):
+        for g in session.scalars(select(GrantRow).where(GrantRow.dataset.in_(addresses[i:i + _CHUNK]),
+                                                        GrantRow.state == "active", GrantRow.expires_at > now)
+                                 .order_by(GrantRow.principal, GrantRow.id)):
+            grants.setdefault(g.dataset, []).append({
+                "principal": g.principal, "kind": g.principal_kind, "grant": f"grant-{g.id}",
+                "columns": g.columns, "expires_at": g.expires_at.isoformat()})
+    wanted = set(addresses)
+    runs: dict[str, dict[str, list[datetime]]] = {}
+    since = now - timedelta(days=days)
+    for i in range(0, len(addresses), _CHUNK // 8):  # a query's subject lists the datasets it read
+        chunk = addresses[i:i + _CHUNK // 8]
+        rows = session.execute(select(AuditRow.actor, AuditRow.at, AuditRow.details)
+                               .where(AuditRow.type == "query.run", AuditRow.at >= since,
+                                      or_(*(AuditRow.subject.contains(a, autoescape=True) for a in chunk))))
+        for actor, at, details in rows:
+            for address in set(details.get("datasets", {})) & wanted & set(chunk):
+                runs.setdefault(address, {}).setdefault(actor, []).append(at)
+    queried = {address: [{"principal": actor, "queries": len(ats), "last_at": max(ats).isoformat()}
+                         for actor, ats in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0]))]
+               for address, by in runs.items()}
+    return grants, queried
+
+
 def _effect(change: str, via: set[str]) -> str:
+    if via == {"itself"}:
+        return {"drop": "breaks every consumer's query that names it, and their grants' column lists",
+                "rename": "breaks every consumer's query that names it, and their grants' column lists",
+                "retype": "consumers read other values or a different type"}[change]
     direct = any(v.startswith("direct") for v in via)
     if change in ("drop", "rename"):
         return "breaks: its SQL reads a column that would no longer exist"

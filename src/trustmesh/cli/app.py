@@ -370,8 +370,9 @@ def impact(
     mesh: MeshOpt = None,
     json: JsonOpt = False,
 ) -> None:
-    """Who a change to a column would hurt: every downstream dataset and column, their products, domains, owners
-    and the consumers holding active grants on them.
+    """Who a change to a column would hurt: its own dataset and every downstream dataset and column, their
+    products, domains and owners, the consumers holding active grants on them (grant, columns, expiry) and the
+    people who queried them in the last 30 days.
 
     Example: `trustmesh impact bts.flights-dp.flights.dep_delay --change retype`
     """
@@ -379,16 +380,24 @@ def impact(
     if json:
         print_json(result)
         return
-    if not result["datasets"]:
-        console.print(f"nothing downstream reads {target}", markup=False)
-        return
-    console.print(f"{change} {result['source']} affects {len(result['datasets'])} dataset(s) in "
+    downstream = len(result["datasets"]) - 1
+    console.print(f"{change} {result['source']} affects its own dataset and {downstream} downstream dataset(s) in "
                   f"{', '.join(result['products'])} ({', '.join(result['domains'])})", markup=False)
     rows = [[d["dataset"] + "." + c["column"], ", ".join(c["via"]), c["effect"],
-             "; ".join(f"{r}: {', '.join(n)}" for r, n in d["owners"].items() if n),
-             ", ".join(sorted({g["principal"] for g in d["consumers"]})) or "-"]
+             "; ".join(f"{r}: {', '.join(n)}" for r, n in d["owners"].items() if n)]
             for d in result["datasets"] for c in d["columns"]]
-    console.print(table(None, ["column", "via", "effect", "owners", "consumers (active grants)"], rows))
+    console.print(table(None, ["column", "via", "effect", "owners"], rows))
+    users = [[d["dataset"], g["principal"], g["kind"], g["grant"], ", ".join(g["columns"]) if g["columns"] else "all",
+              g["expires_at"][:10]] for d in result["datasets"] for g in d["consumers"]]
+    if users:
+        console.print(table("consumers (active grants)", ["dataset", "principal", "kind", "grant", "columns",
+                                                          "expires"], users))
+    recent = [[d["dataset"], q["principal"], str(q["queries"]), q["last_at"][:16].replace("T", " ")]
+              for d in result["datasets"] for q in d["queried_by"]]
+    if recent:
+        console.print(table("queried in the last 30 days", ["dataset", "person", "queries", "last"], recent))
+    if not users and not recent:
+        console.print("no active grants, and nobody queried these datasets in the last 30 days", markup=False)
 
 
 @app.command()

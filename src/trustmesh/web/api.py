@@ -333,6 +333,12 @@ class ImpactedConsumer(CatalogRecord):
     expires_at: str
 
 
+class RecentQuerier(CatalogRecord):
+    principal: str = Field(description="A person whose governed queries read the dataset.")
+    queries: int = Field(description="How many, in the last 30 days.")
+    last_at: str = Field(description="When the last one ran.")
+
+
 class ImpactedDataset(CatalogRecord):
     dataset: str
     product: str | None
@@ -340,12 +346,15 @@ class ImpactedDataset(CatalogRecord):
     columns: list[ImpactedColumn]
     owners: dict[str, list[str]] = Field(description="Names by role, for the people to tell.")
     consumers: list[ImpactedConsumer] = Field(description="Principals holding an active grant on the dataset.")
+    queried_by: list[RecentQuerier] = Field(description="People who queried the dataset in the last 30 days, most "
+                                                        "queries first.")
 
 
 class Impact(CatalogRecord):
     source: str = Field(description="The column that would change.")
     change: str
-    datasets: list[ImpactedDataset] = Field(description="Every downstream dataset the change reaches.")
+    datasets: list[ImpactedDataset] = Field(description="The column's own dataset first, then every downstream "
+                                                        "dataset the change reaches.")
     products: list[str]
     domains: list[str]
 
@@ -482,8 +491,9 @@ def lineage(catalog: CatalogDep, target: LineageTarget,
 def impact(catalog: CatalogDep, target: ColumnAddress,
            change: Annotated[str, Query(description="`drop`, `rename` or `retype` the column.")] = "drop",
            ) -> dict[str, Any]:
-    """Who a change to one column would hurt: the downstream datasets and columns, their products, domains
-    and owners."""
+    """Who a change to one column would hurt: its own dataset and the downstream datasets and columns, their
+    products, domains and owners, the principals holding active grants on them and the people who queried them
+    in the last 30 days."""
     return catalog.impact(target, change=change)
 
 

@@ -146,8 +146,12 @@ def product_page(request: Request, catalog: CatalogDep, ws: WorkspaceDep, me: Vi
     lineage = {ds["address"]: lineage_view(catalog, ds["address"], f"lineage-{ds['name']}")
                for ds in product["datasets"]}
     forms = {ds["address"]: request_form(ws, me, ds) for ds in product["datasets"]}
+    # Who uses the data is the owning domain's business (and governance's): others do not see its consumers.
+    users = ({ds["address"]: catalog.consumers(ds["address"]) for ds in product["datasets"]}
+             if product["domain"] in me.member_of() or me.has_role("governance-admin") else None)
     context = {"title": f"{product['name']} — {product['domain']}", "product": product, "quarantine": quarantine,
-               "lineage": lineage, "forms": forms, "reads": me.member_of(), "json_url": f"{product_url(product['address'])}.json"}
+               "lineage": lineage, "forms": forms, "reads": me.member_of(), "consumers": users,
+               "json_url": f"{product_url(product['address'])}.json"}
     return render(request, "product.html", context)
 
 
