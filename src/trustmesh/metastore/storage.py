@@ -137,14 +137,19 @@ class Warehouse:
     def readable(self, recorded: list[str]) -> list[str] | None:
         """A version's files as the metastore records them (`recorded`), as paths DuckDB can read, without
         opening Iceberg: keys under today's warehouse folder, s3:// objects from the read cache. None for a
-        version recorded by absolute local paths (before keys), whose files Iceberg must plan."""
+        version recorded by absolute paths (before keys) outside today's folder — a moved mesh's, whose files
+        Iceberg must plan."""
         if self.is_remote:
             with self.errors("reading published files"):
                 return self.local_files(recorded)
-        if any(name.startswith(("/", "file:")) for name in recorded):
-            return None
         local = self.local.resolve()
-        return [str(local / name) for name in recorded]
+        out = []
+        for name in recorded:
+            path = local / name.removeprefix("file://")  # a relative key joins; an absolute path stays itself
+            if path.is_absolute() and not (path.is_relative_to(local) and path.exists()):
+                return None
+            out.append(str(path))
+        return out
 
     def local_files(self, uris: list[str]) -> list[str]:
         """Paths DuckDB can read for a snapshot's data files: local ones as they are, s3:// ones from the cache."""

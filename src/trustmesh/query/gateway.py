@@ -191,6 +191,7 @@ class Gateway:
         rows = self.limits.default_rows if limit is None else limit
         if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1 or rows > self.limits.max_rows:
             raise QueryRefused(f"--limit {limit!r}: from 1 to {self.limits.max_rows:,} rows")
+        sandbox.pool(self.limits.worker_memory).warm()
         directory = self.access.directory()
         principal = self.access.principal(principal_id, directory)
         parsed = parse(sql, set(directory.mesh.products))

@@ -331,6 +331,7 @@ class WorkerPool:
         self._idle: list[Worker] = []
         self._lock = threading.Lock()
         self._starting = 0
+        self._taken = 0
 
     def connect(self, settings: list[str], key: Callable[[str], bytes], keyed_function: str, *,
                 max_message: int, call_timeout_s: float) -> WorkerConnection:
@@ -343,6 +344,14 @@ class WorkerPool:
             worker.retire()
             raise
         return connection
+
+    def warm(self) -> None:
+        """Start a worker now, when none is idle or starting, so that its interpreter loads while the caller
+        decides what the query may read (a one-shot command's only worker starts that much earlier)."""
+        with self._lock:
+            if self._idle or self._starting:
+                return
+            self._idle.append(Worker(self.cap))
 
     def release(self, worker: Worker, *, reusable: bool) -> None:
         with self._lock:
@@ -357,7 +366,9 @@ class WorkerPool:
             while self._idle and found is None:
                 candidate = self._idle.pop(0)  # the longest idle: its next database is ready
                 found = candidate if candidate.alive() else None
-            spare = len(self._idle) + self._starting < SPARE
+            # A process's first query starts no spare: a one-shot command (the CLI) would never use it.
+            self._taken += 1
+            spare = self._taken > 1 and len(self._idle) + self._starting < SPARE
             if spare:
                 self._starting += 1
         if spare:
