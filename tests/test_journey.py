@@ -142,3 +142,25 @@ def test_workspace_reads_settings_from_mesh_yaml(make_mesh: Any, tmp_path: Path)
     assert ws.build().ok
     assert (tmp_path / "elsewhere" / "m.db").exists()
     assert list((tmp_path / "wh").rglob("*.parquet"))
+
+
+def test_the_readmes_start_your_own_mesh_runs_as_written(tmp_path: Path) -> None:
+    """The README's commands, pasted into a shell in the checkout after `make demo` (which made .venv): a newcomer
+    with nothing on their PATH but the system's gets a built mesh, and no command is missing."""
+    import os
+    import re
+    import subprocess
+
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text[text.index("Start your own mesh"):]
+    block = re.search(r"```\n(.*?)```", section, re.S)
+    assert block, "the README shows the commands of `Start your own mesh` in a code block"
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines() if line.split("#")[0].strip()]
+    assert commands[0].startswith("source .venv/bin/activate"), "it first says how `trustmesh` gets on the PATH"
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}  # no trustmesh on the PATH
+    env |= {k: v for k, v in os.environ.items() if k.startswith("TRUSTMESH_TEST")}
+    done = subprocess.run(["bash", "-e", "-c", "\n".join(commands)], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, f"{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+    assert (tmp_path / "my-mesh" / "domains" / "bts" / "products" / "flights-dp" / "product.yaml").is_file()
+    assert "bts.flights-dp.flights" in done.stdout
