@@ -272,12 +272,52 @@ BAD_RULES = [
 ]
 
 
+@pytest.mark.parametrize("change, words, fix", [
+    (lambda c: c["schema"][0]["properties"][2]["quality"].append(
+        {"metric": "invalidValues", "validValues": [0.5, 1.5], "mustBe": 0}), "'validValues' was unexpected",
+     "a metric's arguments go under `arguments:` — write `arguments: {validValues: ...}`"),
+    (lambda c: c["schema"][0]["properties"][1].update({"descripton": "The name."}), "'descripton' was unexpected",
+     "did you mean 'description'?"),
+    (lambda c: c.update({"trustmeshOwner": "me"}), "'trustmeshOwner' was unexpected",
+     "ODCS v3.1.0 does not allow this key; trustmesh fields go in `customProperties`"),
+], ids=["argument-outside-arguments", "misspelt-key", "own-field"])
+def test_a_key_odcs_does_not_allow_gets_the_fix_that_fits(make_mesh: Any, change: Any, words: str, fix: str) -> None:
+    files = base_files()
+    files[f"{SHOP}/contracts/items.odcs.yaml"]["schema"][0]["properties"][2].setdefault("quality", [])
+    change(files[f"{SHOP}/contracts/items.odcs.yaml"])
+    problems = [p for p in make_mesh(files).validate() if p.severity == "error"]
+    assert [p.fix for p in problems if words in p.message] == [fix], [str(p) for p in problems]
+
+
 @pytest.mark.parametrize("raw, col, words", BAD_RULES)
 def test_bad_quality_rules_are_named(make_mesh: Any, raw: dict[str, Any], col: int | None, words: str) -> None:
     problems = make_mesh(_with_rule(base_files(), {"name": "bad-rule", **raw}, col=col)).validate()
     errors = [p for p in problems if p.severity == "error"]
     assert any(words in p.message for p in errors), [str(p) for p in errors]
     assert all(p.file.endswith("items.odcs.yaml") or "shop-dp" in p.file for p in errors)
+
+
+def test_the_quality_rules_of_the_docs_run_as_written(make_mesh: Any) -> None:
+    """docs/mesh-format.md's example column rules, on a column of the items: they validate, build and run."""
+    import re
+
+    import yaml
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "mesh-format.md").read_text(encoding="utf-8")
+    section = docs[docs.index("## Quality rules"):docs.index("## Freshness")]
+    example = next(yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", section, re.S)
+                   if "arguments:" in b and "properties:" in b)
+    rules = example["properties"][0]["quality"]
+    assert {r["metric"] for r in rules} == {"invalidValues"}
+    files = base_files()
+    files[f"{SHOP}/data/items.csv"] = "item_id,name,price,sold_on\n1,AA,1.5,2024-01-01\n2,B6,2.0,2024-01-02\n"
+    for rule in rules:
+        _with_rule(files, rule, col=1)
+    ws = make_mesh(files)
+    assert not [str(p) for p in ws.validate() if p.severity == "error"]
+    assert ws.build().ok
+    checks = {c["name"]: c["passed"] for c in ws.catalog.quality("alpha.shop-dp.items")["checks"]}
+    assert checks["known-carrier"] and checks["two-letter-code"]
 
 
 def test_unknown_metric_and_sla_unit(make_mesh: Any) -> None:

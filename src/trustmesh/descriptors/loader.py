@@ -27,7 +27,7 @@ from trustmesh.descriptors.models import (
 )
 from trustmesh.descriptors.people import Declaration, role_problems, settings_problems, trust_problems
 from trustmesh.errors import InvalidMesh, Problem, ProblemList
-from trustmesh.standards import ODCS, ODPS, ValidCache, schema_errors
+from trustmesh.standards import ODCS, ODPS, ValidCache, property_names, schema_errors
 from trustmesh.yamlfile import YamlDocument, load_yaml
 
 MESH_FILE = "mesh.yaml"
@@ -222,6 +222,22 @@ def _nesting(data: Any, path: list[str | int]) -> tuple[int, list[str | int]]:
     return deepest
 
 
+QUALITY_ARGUMENTS = ("validValues", "pattern", "missingValues")  # an ODCS quality metric's `arguments:`
+
+
+def _unexpected_fix(schema: str, standard: str, message: str, path: list[Any]) -> str:
+    """The fix for a key the standard does not allow: a metric argument moved under `arguments:`, the key it
+    most likely misspells, else where trustmesh's own fields go."""
+    keys = re.findall(r"'([^']+)'", message[message.rfind("("):])
+    for key in keys:
+        if "quality" in path and key in QUALITY_ARGUMENTS:
+            return f"a metric's arguments go under `arguments:` — write `arguments: {{{key}: ...}}`"
+        close = difflib.get_close_matches(key, sorted(property_names(schema)), n=1, cutoff=0.8)
+        if close:
+            return f"did you mean '{close[0]}'?"
+    return f"{standard} does not allow this key; trustmesh fields go in `customProperties`"
+
+
 def standard_problems(doc: YamlDocument, schema: str, standard: str, cache: ValidCache | None = None) -> list[Problem]:
     """Problems of `doc` against an official JSON schema, deduplicated, with lines.
 
@@ -243,7 +259,7 @@ def standard_problems(doc: YamlDocument, schema: str, standard: str, cache: Vali
             continue
         seen.add(key)
         if "was unexpected" in message:
-            fix = f"{standard} does not allow this key; trustmesh fields go in `customProperties`"
+            fix = _unexpected_fix(schema, standard, message, path)
         elif err.validator == "required":
             fix = "add the missing key"
         elif err.validator == "enum":
@@ -340,7 +356,8 @@ def _input_ports(doc: YamlDocument, problems: ProblemList) -> list[InputPort]:
             keys = ", ".join({"url_env": "urlEnv"}.get(k, k) for k in missing)
             problems.extend([doc.problem(where, f"a {source.type} source needs {keys}", f"add {keys} to the source")])
             continue
-        ports.append(InputPort(name=name, version=str(port["version"]), contract_id=port["contractId"], source=source))
+        ports.append(InputPort(name=name, version=str(port["version"]), contract_id=port["contractId"], source=source,
+                               line=doc.line_of(where)))
     return ports
 
 

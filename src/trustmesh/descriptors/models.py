@@ -266,6 +266,7 @@ class InputPort(BaseModel):
     version: str
     contract_id: str
     source: SourceSpec
+    line: int | None = Field(None, exclude=True)  # the line of its `source` in product.yaml, for problems
 
 
 class Column(BaseModel):

@@ -25,6 +25,22 @@ def load_schema(name: str) -> dict[str, Any]:
 
 
 @cache
+def property_names(name: str) -> frozenset[str]:
+    """Every key the schema names anywhere (under any `properties`): what a misspelt key was likely meant to be."""
+    names: set[str] = set()
+    stack: list[Any] = [load_schema(name)]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if isinstance(node.get("properties"), dict):
+                names.update(node["properties"])
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return frozenset(names)
+
+
+@cache
 def validator(name: str) -> jsonschema.protocols.Validator:
     """A validator for one bundled schema, with every OpenLineage `$id` resolved locally."""
     schema = load_schema(name)
