@@ -112,7 +112,7 @@ def test_cycle_is_named(make_mesh: Any) -> None:
     (ITEMS_CSV + '5,"unterminated,1.0,2024-01-05\n', "CSV", None),
     (ITEMS_CSV + "6,kiwi,1.0,2024-01-06,surplus\n", "CSV", None),
     (ITEMS_CSV + "6,kiwi,notanumber,2024-01-06\n", "notanumber", {"types": {"price": "DOUBLE"}}),
-    (ITEMS_CSV.encode() + b"7,caf\xe9,1.0,2024-01-07\n", "unicode", None),
+    (ITEMS_CSV.encode() + b"7,caf\xe9,1.0,2024-01-07\n", "not UTF-8", None),
 ])
 def test_bad_csv_fails_the_build_and_keeps_the_previous_version(make_mesh: Any, content: Any, words: str,
                                                                 options: Any) -> None:
@@ -128,6 +128,97 @@ def test_bad_csv_fails_the_build_and_keeps_the_previous_version(make_mesh: Any, 
     assert words.lower() in text.lower(), text
     assert "items.csv" in text
     assert [v["version"] for v in ws.catalog.versions("alpha.shop-dp.items")] == [1]
+
+
+ITEMS = f"{SHOP}/data/items.csv"
+QUOTED = ITEMS_CSV + '6,"kiwi, surplus",1.0,2024-01-06\n'
+UNREADABLE_CSV: dict[str, tuple[Any, int | None, str, str, dict[str, Any] | None, Any]] = {
+    # name: (file content, line of the problem, words in its message, words in its fix,
+    #        the source options the fix names (None: the file itself is fixed), the fixed file)
+    "row with extra fields": (ITEMS_CSV + "6,kiwi,1.0,2024-01-06,surplus\n", 5,
+                              "line 5 has 5 fields where the header has 4: 6,kiwi,1.0,2024-01-06,surplus",
+                              "a value holding ',' is quoted", None, QUOTED),
+    "';' delimiter": (ITEMS_CSV.replace(",", ";"), 1, "its 4 fields are separated by ';'",
+                      "add `options: {delim: ';'}` to the source of inputPorts[raw_items]", {"delim": ";"}, None),
+    "Latin-1": ((ITEMS_CSV + "4,café,1.0,2024-01-04\n").encode("latin-1"), 5, "line 5 is not UTF-8: byte 0xe9",
+                "add `options: {encoding: latin-1}`", {"encoding": "latin-1"}, None),
+    "UTF-16": (ITEMS_CSV.encode("utf-16"), 1, "the file is UTF-16 text, not UTF-8",
+               "add `options: {encoding: utf-16}`", {"encoding": "utf-16"}, None),
+    "header only": ("item_id,name,price,sold_on\n", 1, "the file has a header line but no rows", "add its rows",
+                    None, ITEMS_CSV),
+    "empty file": ("", None, "the file is empty", "put the data in it", None, ITEMS_CSV),
+}
+
+
+@pytest.mark.parametrize("case", list(UNREADABLE_CSV))
+def test_unreadable_csv_is_one_problem_at_its_line_with_the_option_that_fixes_it(make_mesh: Any, case: str) -> None:
+    """validate, build and check say what is wrong with the file, where, and the fix, once; the fix then builds."""
+    content, line, words, fix, options, fixed = UNREADABLE_CSV[case]
+    files = base_files()
+    files[ITEMS] = content
+    ws = make_mesh(files)
+    [problem] = ws.validate()  # one problem, not one per dataset reading the source, nor the SQL's after it
+    assert (problem.file, problem.line, problem.severity) == (ITEMS, line, "error"), problem
+    assert words in problem.message and fix in problem.fix, problem
+    if options is not None:  # the fix names where the option goes: the source's line in product.yaml
+        descriptor = f"{SHOP}/product.yaml"
+        at = int(problem.fix.split(f"({descriptor}:")[1].split(")")[0])
+        assert "value:" in (ws.root / descriptor).read_text().splitlines()[at - 1]
+    for command in (["validate"], ["build"], ["check"]):
+        result = runner.invoke(app, [*command, "--mesh", str(ws.root)])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 1, text
+        assert text.count(words) == 1 and f"{ITEMS}{'' if line is None else f':{line}'}" in text, text
+        for dump in ("Error:", "sniff", "Possible fixes", "strict_mode", "in__raw_items", "does not exist"):
+            assert dump not in text, (dump, text)
+    if options is not None:
+        files[f"{SHOP}/product.yaml"]["inputPorts"][0]["customProperties"][0]["value"]["options"] = options
+    else:
+        files[ITEMS] = fixed
+    write_files(ws.root, {ITEMS: files[ITEMS], f"{SHOP}/product.yaml": files[f"{SHOP}/product.yaml"]})
+    result = runner.invoke(app, ["build", "--mesh", str(ws.root)])
+    assert result.exit_code == 0, result.output
+    names = ws.catalog.read("alpha.shop-dp.items").column("name").to_pylist()
+    assert {"Latin-1": "café", "row with extra fields": "kiwi, surplus"}.get(case, "apple") in names
+
+
+def _typo_in_the_upstream_address(files: dict[str, Any], sql_too: bool = False) -> None:
+    files[f"{STATS}/product.yaml"]["inputPorts"] = [product_input("alpha.shop-dp.itemz", "items")]
+    if sql_too:
+        files[f"{STATS}/sql/daily_sales.sql"] = files[f"{STATS}/sql/daily_sales.sql"].replace(".items", ".itemz")
+
+
+ROOT_CAUSES: dict[str, tuple[Any, str, str, str]] = {
+    # name: (mutation, file of the one problem, its message, its fix)
+    "source path typo": (lambda f: f[f"{SHOP}/product.yaml"]["inputPorts"][0]["customProperties"][0]["value"]
+                         .update({"path": "data/item.csv"}), f"{SHOP}/product.yaml",
+                         f"source file {SHOP}/data/item.csv not found", "did you mean `path: data/items.csv`?"),
+    "upstream address typo": (_typo_in_the_upstream_address, f"{STATS}/product.yaml",
+                              "input port reads 'alpha.shop-dp.itemz', which no product publishes",
+                              "did you mean 'alpha.shop-dp.items'?"),
+    "upstream address typo, in the SQL too": (lambda f: _typo_in_the_upstream_address(f, sql_too=True),
+                                              f"{STATS}/product.yaml", "input port reads 'alpha.shop-dp.itemz', which "
+                                              "no product publishes", "did you mean 'alpha.shop-dp.items'?"),
+}
+
+
+@pytest.mark.parametrize("case", list(ROOT_CAUSES))
+def test_a_typo_is_reported_once_without_follow_on_errors(make_mesh: Any, case: str) -> None:
+    """The root cause, with a did-you-mean among what exists; no SQL error for a product whose input failed."""
+    mutate, file, message, fix = ROOT_CAUSES[case]
+    files = base_files()
+    mutate(files)
+    ws = make_mesh(files, grants=False)
+    [problem] = ws.validate()
+    assert (problem.file, problem.message, problem.fix) == (file, message, fix), problem
+    assert problem.line is not None and "value:" in (ws.root / file).read_text().splitlines()[problem.line - 1]
+    for command in (["validate"], ["build"], ["check"]):
+        result = runner.invoke(app, [*command, "--mesh", str(ws.root)])
+        text = " ".join(result.output.split())
+        assert result.exit_code == 1, text
+        assert text.count(message) == 1 and fix in text, text
+        for follow_on in ("in__", "does not exist", "the query", "not an input port", "did you mean 'alpha.shop-dp.itemz'"):
+            assert follow_on not in text, (follow_on, text)
 
 
 @pytest.mark.parametrize("row, words", [

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import tempfile
+from collections.abc import Collection
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from trustmesh.descriptors import InputPort, Mesh, OutputDataset, Product
 from trustmesh.descriptors.sql import ProductSql, parse_product_sql
 from trustmesh.engines import ColumnType, Engine, EngineSession, QueryFailed, Reach, type_fits
-from trustmesh.engines.duckdb import DEFAULT_TYPES, publish_type, quote
+from trustmesh.engines.duckdb import CSV_ENCODINGS, DEFAULT_TYPES, csv_fault, publish_type, quote
 from trustmesh.errors import Problem
 from trustmesh.plan import cycle_problems
 from trustmesh.quality import QualityRule, compile_quality, dataset_rules
@@ -84,16 +87,24 @@ def source_format(port: InputPort) -> str:
     return {"ndjson": "json", "jsonl": "json", "tsv": "csv", "txt": "csv"}.get(suffix, suffix)
 
 
-def resolve_views(product: Product, sql: ProductSql) -> tuple[dict[str, InputPort], list[Problem]]:
-    """Map each reference in the SQL to the input port serving it; a problem for each that does not resolve."""
+def resolve_views(product: Product, sql: ProductSql,
+                  failed: Collection[str] = ()) -> tuple[dict[str, InputPort], list[Problem]]:
+    """Map each reference in the SQL to the input port serving it; a problem for each that does not resolve.
+
+    `failed`: ports with problems of their own (an upstream address with a typo). A reference closest to one of
+    them is left unresolved without a problem (fixing the port fixes it), and none is proposed as a fix.
+    """
     by_address = {p.source.address: p for p in product.inputs if p.source.type == "product"}
+    known = {p.name: p for p in product.inputs} | {a: p for a, p in by_address.items() if a}
     resolved: dict[str, InputPort] = {}
     problems = []
     for ref in sql.references:
         port = product.input_named(ref) or by_address.get(ref)
         if port is None:
-            known = [p.name for p in product.inputs] + list(by_address)
-            close = difflib.get_close_matches(ref, [k for k in known if k], n=1)
+            nearest = difflib.get_close_matches(ref, list(known), n=1)
+            if nearest and known[nearest[0]].name in failed:
+                continue
+            close = difflib.get_close_matches(ref, [k for k, p in known.items() if p.name not in failed], n=1)
             fix = f"did you mean {close[0]!r}?" if close else (
                 "declare it as an input port in product.yaml (a file, a database table, or another product's "
                 "dataset by its address) and read it by that name")
@@ -121,9 +132,10 @@ def check_mesh(mesh: Mesh, engine: Engine, products: list[str] | None = None) ->
         try:
             for address in sorted(mesh.products) if products is None else products:
                 product = mesh.products[address]
-                problems += _check_inputs(mesh, product, datasets)
+                inputs = check_inputs(product, datasets, reader)
+                problems += inputs.all()
                 for output in product.outputs:
-                    problems += check_output(mesh, engine, dry, product, output, reader)
+                    problems += check_output(mesh, engine, dry, product, output, inputs)
         finally:
             dry.close()
             reader.close()
@@ -195,50 +207,190 @@ def access_problems(mesh: Mesh) -> list[Problem]:
     return problems
 
 
-def _check_inputs(mesh: Mesh, product: Product, datasets: dict[str, OutputDataset]) -> list[Problem]:
-    problems = []
+@dataclass
+class ProductInputs:
+    """What validation found of a product's inputs: each port's problems, each readable file source's columns, and
+    the ports that cannot be bound (an unknown upstream, a missing or unreadable file): SQL reading those is not
+    checked, as its errors would only follow from the port's."""
+
+    problems: dict[str, list[Problem]] = field(default_factory=dict)
+    columns: dict[str, list[ColumnType]] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+
+    def all(self) -> list[Problem]:
+        return [p for found in self.problems.values() for p in found]
+
+
+def check_inputs(product: Product, datasets: dict[str, OutputDataset], reader: EngineSession) -> ProductInputs:
+    """Every input port resolves: an upstream dataset, a file of the product's own that the platform's reader
+    (`reader`) can read, a variable of its domain. File sources are typed here, once for all its datasets."""
+    found = ProductInputs()
     for port in product.inputs:
-        where = f"inputPorts[{port.name}]"
-        if port.source.type == "product":
-            ref = port.source.address or ""
-            if ref not in datasets:
-                close = difflib.get_close_matches(ref, list(datasets), n=1)
-                problems.append(Problem(product.file, f"input port reads {ref!r}, which no product publishes", where,
-                                        fix=f"did you mean {close[0]!r}?" if close else "check the address: <domain>.<product>.<dataset>"))
-            elif datasets[ref].contract and port.contract_id != datasets[ref].contract.id:  # type: ignore[union-attr]
-                problems.append(Problem(product.file, f"contractId {port.contract_id!r} is not the contract of {ref}",
-                                        where, fix=f"set `contractId: {ref}`"))
-        elif port.source.type == "file":
-            outside = source_path_problem(product, port)
-            if outside is not None:
-                problems.append(Problem(product.file, f"{outside}: a product reads only files inside its own folder",
-                                        where, fix="put the file in the product folder (e.g. data/) and give its path "
-                                        "relative to product.yaml; another product's data is read through its output "
-                                        "port and a grant"))
-            elif not source_files(product, port):
-                rel = f"{product.file.rsplit('/', 1)[0]}/{port.source.path}"
-                problems.append(Problem(product.file, f"source file {rel} not found", where,
-                                        fix="put the file there, or correct `path` (relative to the product folder)"))
-            elif source_format(port) not in ("csv", "parquet", "json"):
-                problems.append(Problem(product.file, f"cannot tell the format of {port.source.path!r}", where,
-                                        fix="add `format: csv | parquet | json` to the source"))
-        elif port.source.type == "database":
-            env = port.source.url_env or ""
-            prefix = env_prefix(product.domain)
-            if not env.startswith(prefix) or not re.fullmatch(r"[A-Z][A-Z0-9_]*", env):
-                problems.append(Problem(product.file, f"urlEnv {env!r} is not one of the {product.domain} domain's "
-                                        f"variables: a domain names only variables starting with {prefix}", where,
-                                        fix=f"ask the platform team to export the URL as {prefix}<NAME> (e.g. "
-                                        f"{prefix}DB_URL) and name that; the platform's own variables are never a source"))
+        problems = _port_problems(product, port, datasets)
+        if not problems and port.source.type == "file":
+            read = read_source(product, port, reader)
+            if isinstance(read, Problem):
+                problems.append(read)
+            else:
+                found.columns[port.name] = read
+        found.problems.setdefault(port.name, []).extend(problems)
+        if problems and not (port.source.type == "product" and port.source.address in datasets):
+            found.failed.add(port.name)
+    return found
+
+
+def _port_problems(product: Product, port: InputPort, datasets: dict[str, OutputDataset]) -> list[Problem]:
+    problems = []
+    where = f"inputPorts[{port.name}]"
+    if port.source.type == "product":
+        ref = port.source.address or ""
+        if ref not in datasets:
+            close = difflib.get_close_matches(ref, list(datasets), n=1)
+            problems.append(Problem(product.file, f"input port reads {ref!r}, which no product publishes", where,
+                                    port.line, fix=f"did you mean {close[0]!r}?" if close
+                                    else "check the address: <domain>.<product>.<dataset>"))
+        elif datasets[ref].contract and port.contract_id != datasets[ref].contract.id:  # type: ignore[union-attr]
+            problems.append(Problem(product.file, f"contractId {port.contract_id!r} is not the contract of {ref}",
+                                    where, port.line, fix=f"set `contractId: {ref}`"))
+    elif port.source.type == "file":
+        outside = source_path_problem(product, port)
+        encoding = str(port.source.options.get("encoding") or "utf-8")
+        if outside is not None:
+            problems.append(Problem(product.file, f"{outside}: a product reads only files inside its own folder",
+                                    where, port.line, fix="put the file in the product folder (e.g. data/) and give "
+                                    "its path relative to product.yaml; another product's data is read through its "
+                                    "output port and a grant"))
+        elif not source_files(product, port):
+            rel = f"{product.file.rsplit('/', 1)[0]}/{port.source.path}"
+            near = _nearest_file(product, port.source.path or "")
+            problems.append(Problem(product.file, f"source file {rel} not found", where, port.line,
+                                    fix=f"did you mean `path: {near}`?" if near else
+                                    "put the file there, or correct `path` (relative to the product folder)"))
+        elif source_format(port) not in ("csv", "parquet", "json"):
+            problems.append(Problem(product.file, f"cannot tell the format of {port.source.path!r}", where, port.line,
+                                    fix="add `format: csv | parquet | json` to the source"))
+        elif source_format(port) == "csv" and encoding.lower() not in CSV_ENCODINGS:
+            problems.append(Problem(product.file, f"encoding {encoding!r} is not one the CSV reader decodes",
+                                    f"{where}.options.encoding", port.line,
+                                    fix=f"use one of {', '.join(CSV_ENCODINGS)}, or save the file as UTF-8"))
+    elif port.source.type == "database":
+        env = port.source.url_env or ""
+        prefix = env_prefix(product.domain)
+        if not env.startswith(prefix) or not re.fullmatch(r"[A-Z][A-Z0-9_]*", env):
+            problems.append(Problem(product.file, f"urlEnv {env!r} is not one of the {product.domain} domain's "
+                                    f"variables: a domain names only variables starting with {prefix}", where,
+                                    port.line, fix=f"ask the platform team to export the URL as {prefix}<NAME> (e.g. "
+                                    f"{prefix}DB_URL) and name that; the platform's own variables are never a source"))
     return problems
 
 
+DATA_SUFFIXES = {".csv", ".tsv", ".txt", ".parquet", ".json", ".ndjson", ".jsonl"}
+
+
+def _nearest_file(product: Product, pattern: str) -> str | None:
+    """The product's own data file whose path is closest to `pattern`, which names none (a typo)."""
+    suffixes = DATA_SUFFIXES | {Path(pattern).suffix.lower()}
+    found: list[str] = []
+    for top, dirs, names in os.walk(product.folder):  # symlinked folders are not followed
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        found += [(Path(top) / n).relative_to(product.folder).as_posix() for n in sorted(names)
+                  if Path(n).suffix.lower() in suffixes]
+        if len(found) > 5000:  # a typo is looked up among a product's files, not in a data lake
+            break
+    close = difflib.get_close_matches(pattern, found, n=1)
+    return close[0] if close else None
+
+
+def read_source(product: Product, port: InputPort, reader: EngineSession) -> list[ColumnType] | Problem:
+    """A file source's columns as the platform's reader types them, or the one problem that stops it."""
+    fmt, options = source_format(port), port.source.options
+    try:
+        columns: list[ColumnType] | None = _describe_files(reader, file_argument(product, port), fmt, options)
+        failure = ""
+    except ValueError as exc:  # an option the reader does not take
+        return Problem(product.file, f"cannot read source {port.source.path}: {exc}", f"inputPorts[{port.name}]",
+                       port.line, fix="correct the source options")
+    except QueryFailed as exc:
+        columns, failure = None, _first_line(exc)
+    if fmt == "csv":
+        problem = csv_problem(product, port, reader, None if columns is None else [c.name for c in columns])
+        if problem is not None:
+            return problem
+    if columns is None:
+        return Problem(product.file, f"cannot read source {port.source.path}: {failure}", f"inputPorts[{port.name}]",
+                       port.line, fix="check the file and the source options")
+    return columns
+
+
+def _describe_files(reader: EngineSession, files: list[str], fmt: str, options: dict[str, Any]) -> list[ColumnType]:
+    view = "in__source"
+    try:
+        reader.bind_file(view, files, fmt, options)
+        return reader.describe(f"SELECT * FROM {quote(view)}")
+    finally:
+        reader.drop_view(view)
+
+
+def csv_problem(product: Product, port: InputPort, reader: EngineSession, columns: list[str] | None) -> Problem | None:
+    """A CSV source the reader cannot read (or reads as one column of `a;b;c`, or without rows) as one problem at
+    the file's line: the cause, and the reader option that fixes it, tried on the file before it is suggested.
+
+    `columns`: what the reader made of the file, None when it could not read it.
+    """
+    files = file_argument(product, port)
+    for path in files if columns is None else files[:1]:
+        fault = csv_fault(path, port.source.options, columns)
+        if fault is None:
+            continue
+        fix = fault.fix
+        if fault.option and _reads_with(reader, files, {**port.source.options, **fault.option}):
+            fix = f"{_option_fix(product, port, fault.option)}, or {fault.fix}"
+        elif fault.option and columns is not None:
+            continue  # read, and no other reading is better: e.g. one column whose header holds a ';'
+        return Problem(_mesh_path(product, path), fault.message, line=fault.line, fix=fix)
+    return None
+
+
+def _reads_with(reader: EngineSession, files: list[str], options: dict[str, Any]) -> bool:
+    """Whether the reader reads the files with these options (into more than one column, for a new delimiter)."""
+    try:
+        columns = _describe_files(reader, files, "csv", options)
+    except (QueryFailed, ValueError):
+        return False
+    return len(columns) > 1 or "delim" not in options
+
+
+def _option_fix(product: Product, port: InputPort, option: dict[str, Any]) -> str:
+    """Where and what to add to a source's options, in the descriptor's words."""
+    flow = ", ".join(f"{key}: {_yaml_scalar(value)}" for key, value in option.items())
+    at = f"{product.file}:{port.line}" if port.line else product.file
+    if port.source.options:
+        return f"add `{flow}` to the `options` of the source of inputPorts[{port.name}] ({at})"
+    return f"add `options: {{{flow}}}` to the source of inputPorts[{port.name}] ({at})"
+
+
+def _yaml_scalar(value: Any) -> str:
+    text = str(value)
+    if re.fullmatch(r"[A-Za-z0-9_.-]+", text):
+        return text
+    return f"'{text}'" if text.isprintable() and "'" not in text else json.dumps(text)
+
+
+def _mesh_path(product: Product, path: str) -> str:
+    """A source file as the mesh names it: `domains/<d>/products/<p>/data/x.csv`."""
+    try:
+        rel = Path(path).relative_to(product.folder.resolve()).as_posix()
+    except ValueError:
+        return path
+    return f"{product.file.rsplit('/', 1)[0]}/{rel}"
+
+
 def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: dict[str, InputPort],
-                  reader: EngineSession) -> list[Problem]:
+                  columns: dict[str, list[ColumnType]]) -> list[Problem]:
     """Bind every input as an empty, typed view the engine can type-check against, without reading data.
 
-    A file source is typed by `reader` (the platform's reader over the product's own files), never by the
-    session that runs the product's SQL.
+    A file source is typed by the platform's reader over the product's own files (`columns`, from
+    `check_inputs`), never by the session that runs the product's SQL.
     """
     problems = []
     for ref, port in ports.items():
@@ -251,28 +403,21 @@ def bind_standins(mesh: Mesh, session: EngineSession, product: Product, ports: d
                         for c in upstream.contract.columns]  # as published: cast where some engine cannot read it
             cols = [ColumnType(name, publish_type(t, None) or t) for name, t in declared]
             session.bind_empty(view, cols)
-        elif port.source.type == "file":
-            files = source_files(product, port)
-            if not files:
-                continue
-            try:
-                reader.bind_file(view, file_argument(product, port), source_format(port), port.source.options)
-                session.bind_empty(view, reader.describe(f"SELECT * FROM {quote(view)}"))
-            except (QueryFailed, ValueError) as exc:
-                problems.append(Problem(product.file, f"cannot read source {port.source.path}: {_first_line(exc)}",
-                                        f"inputPorts[{port.name}]", fix="check the file and the source options"))
-            finally:
-                reader.drop_view(view)
+        elif port.source.type == "file" and port.name in columns:
+            session.bind_empty(view, columns[port.name])
         elif port.source.type == "database" and not os.environ.get(port.source.url_env or ""):
             problems.append(Problem(product.file, f"${port.source.url_env} is not set; the query's columns from "
-                                    f"{port.source.table} were not checked", f"inputPorts[{port.name}]",
+                                    f"{port.source.table} were not checked", f"inputPorts[{port.name}]", port.line,
                                     fix=f"export {port.source.url_env}=<SQLAlchemy URL> to check and build", severity="warning"))
     return problems
 
 
 def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Product, output: OutputDataset,
-                 reader: EngineSession) -> list[Problem]:
-    """One dataset's SQL: it parses, reads only its own inputs, fits its contract; its quality rules run."""
+                 inputs: ProductInputs) -> list[Problem]:
+    """One dataset's SQL: it parses, reads only its own inputs, fits its contract; its quality rules run.
+
+    SQL reading an input with problems of its own is not run: its errors would only follow from the input's.
+    """
     if output.sql is None:
         return []
     error = session.syntax_error(output.sql)
@@ -286,12 +431,14 @@ def check_output(mesh: Mesh, engine: Engine, session: EngineSession, product: Pr
     linkage = token_problems(mesh, product, output, sql.tree)
     if linkage:
         return linkage
-    ports, problems = resolve_views(product, sql)
+    ports, problems = resolve_views(product, sql, inputs.failed)
     if problems or output.contract is None:
         return problems
+    if set(sql.references) - set(ports) or inputs.failed & {p.name for p in ports.values()}:
+        return []  # the inputs' own problems are the cause: the SQL is checked once they are fixed
     views = {ref: view_name(ref) for ref in ports}
     try:
-        problems = bind_standins(mesh, session, product, ports, reader)
+        problems = bind_standins(mesh, session, product, ports, inputs.columns)
         if any(p.severity == "error" for p in problems) or any(p.source.type == "database" for p in ports.values()):
             return problems
         bound = sql.bind(views)

@@ -76,7 +76,16 @@ def land_file(product: Product, port: InputPort, fingerprint: str, bronze: Path)
                 product.file, f"cannot copy {port.source.path} into bronze: {exc}", f"inputPorts[{port.name}]",
                 fix="check the file is readable and the warehouse folder is writable")]) from exc
     return LandedInput(port.name, fingerprint, [str(t) for t in targets],
-                       {str(t): f"{product.file.rsplit('/', 1)[0]}/{s.name}" for t, s in zip(targets, sources, strict=True)})
+                       {str(t): _mesh_path(product, s) for t, s in zip(targets, sources, strict=True)})
+
+
+def _mesh_path(product: Product, source: Path) -> str:
+    """A source file as the mesh names it (`domains/<d>/products/<p>/data/x.csv`), for problems to point at."""
+    try:
+        rel = source.relative_to(product.folder.resolve()).as_posix()
+    except ValueError:
+        rel = source.name
+    return f"{product.file.rsplit('/', 1)[0]}/{rel}"
 
 
 def land_database(product: Product, port: InputPort, bronze: Path) -> LandedInput:
@@ -121,9 +130,14 @@ def land_database(product: Product, port: InputPort, bronze: Path) -> LandedInpu
 
 
 def landing_fix(message: str) -> str:
+    """The fix for a source file the engine could not read, from what it said (see engines.duckdb._condense)."""
     lowered = message.lower()
     if "unicode" in lowered or "utf" in lowered or "encoding" in lowered:
-        return "save the file as UTF-8 (or set options.encoding), then build again"
+        return ("save the file as UTF-8, or name its encoding in the source's options (`options: {encoding: "
+                "latin-1}` or `utf-16`), then build again")
+    if "fields where the header has" in lowered:
+        return ("correct that line: every row has the header's fields, and a value holding the delimiter is quoted; "
+                "then build again")
     if "csv error" in lowered or "line" in lowered:
         return "correct the row named above (or set reader options such as delim, quote, nullstr)"
     return "check the file's format and the source options"

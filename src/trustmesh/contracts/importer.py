@@ -307,7 +307,9 @@ def _product_yaml(source: dict[str, Any], source_name: str, domain: str, product
                              {"property": "tier", "value": "gold"}],
         "inputPorts": [{"name": f"raw_{d}", "version": "1.0.0", "contractId": f"source.{domain}.{product}.raw_{d}",
                         "customProperties": [{"property": "source", "value": {
-                            "type": "file", "format": "csv", "path": f"data/{d}.csv"}}]} for d, _ in datasets],
+                            # only a header so far, read as text: the SQL casts each column
+                            "type": "file", "format": "csv", "path": f"data/{d}.csv",
+                            "options": {"all_varchar": True}}}]} for d, _ in datasets],
         "outputPorts": [{"name": d, "version": version, "type": "tables",
                          "description": str(obj.get("description") or f"The {d} dataset."),
                          "contractId": f"{domain}.{product}.{d}"} for d, obj in datasets],

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import hmac
+import io
 import json
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import duckdb
@@ -50,6 +53,7 @@ READER_OPTIONS = {
     "parquet": {"union_by_name", "hive_partitioning", "filename"},
     "json": {"format", "columns", "records", "dateformat", "timestampformat", "auto_detect", "maximum_depth"},
 }
+CSV_ENCODINGS = ("utf-8", "utf-16", "latin-1")  # what the CSV reader decodes (any other needs an extension)
 
 
 _NRIC = re.compile(r"[STFGM][0-9]{7}[A-Z]")
@@ -86,12 +90,36 @@ def _stamp(paths: str | list[str]) -> str:
     return json.dumps(found)
 
 
+_CSV_ERROR = re.compile(r"CSV Error on Line: (\d+)\s*\nOriginal Line: ([^\n]*)\n([^\n]*)")
+_COLUMNS_FOUND = re.compile(r"Expected Number of Columns: (\d+) Found: (\d+)")
+
+
 def _condense(text: str) -> str:
-    """DuckDB's multi-paragraph errors as one line: the first paragraph and the file it names."""
-    paragraphs = text.strip().split("\n\n")
-    head = " ".join(line.strip() for line in paragraphs[0].splitlines() if line.strip())
+    """DuckDB's multi-paragraph errors as one line: the first paragraph and the file it names.
+
+    A CSV row error of one file becomes the line and what is wrong with it (the problem names the file);
+    DuckDB's "possible fixes" go, since they name reader options (strict_mode, ignore_errors, ...) a source may
+    not set.
+    """
     files = [line.strip() for line in text.splitlines() if line.strip().startswith("file = ")]
-    return (head[:500] + (f" ({files[0]})" if files else "")).strip()
+    where = f" ({files[0]})" if files else ""
+    found = _CSV_ERROR.search(text)
+    if found and len(files) == 1:  # the file is the problem's: its line, and what is wrong there
+        line, original, cause = found.groups()
+        counts = _COLUMNS_FOUND.search(cause)
+        if counts:
+            return f"line {line} has {counts[2]} fields where the header has {counts[1]}: {original[:120]}"
+        if "not utf-8 encoded" in cause.lower():  # DuckDB's "Original Line" is then the line before it
+            return f"line {line} is not UTF-8 text"
+        return f"line {line}: {cause.strip()[:300]}"
+    paragraphs = text.strip().split("\n\n")
+    kept = []
+    for line in paragraphs[0].splitlines():
+        if line.strip().startswith(("Possible fix", "Possible Solution")):
+            break
+        kept.append(line.strip())
+    head = " ".join(line for line in kept if line)
+    return (head[:500] + where).strip()
 
 
 def quote(identifier: str) -> str:
@@ -122,13 +150,167 @@ def reader_sql(path: str | list[str], fmt: str, options: dict[str, Any]) -> str:
     args = "".join(f", {k}={literal(v)}" for k, v in options.items())
     if fmt == "csv":
         # Pin the dialect so a malformed row is an error, never a reason for the sniffer to guess differently.
-        defaults: dict[str, Any] = {"quote": '"', "header": True, "skip": 0}
-        if not {"delim", "sep"} & set(options):
-            first = path if isinstance(path, str) else path[0]
-            defaults["delim"] = "\t" if first.lower().endswith(".tsv") else ","
+        defaults = _csv_defaults(path if isinstance(path, str) else path[0], options)
         args = ", strict_mode=true" + "".join(f", {k}={literal(v)}" for k, v in defaults.items()
                                                if k not in options) + args
     return f"read_{fmt}({literal(path)}{args})"
+
+
+def _csv_defaults(first: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The dialect the platform pins for a CSV source, before its own options."""
+    defaults: dict[str, Any] = {"quote": '"', "header": True, "skip": 0}
+    if not {"delim", "sep"} & set(options):
+        defaults["delim"] = "\t" if first.lower().endswith(".tsv") else ","
+    return defaults
+
+
+@dataclass(frozen=True)
+class CsvFault:
+    """Why the CSV reader cannot read a file as its source options say: where, the cause, and the fix."""
+
+    message: str
+    line: int | None = None
+    option: dict[str, Any] = field(default_factory=dict)  # reader options that should read it (check by reading)
+    fix: str = ""  # what to do when no option does
+
+
+_FAULT_BYTES = 8 << 20  # what csv_fault reads: the sniffer's sample (20,480 rows) of any sane width fits in it
+_DELIMITERS = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+
+
+def csv_fault(path: str, options: Mapping[str, Any], columns: list[str] | None = None) -> CsvFault | None:
+    """Why the CSV reader cannot read `path` as `options` say, found by reading the file's start the way the
+    reader does (DuckDB's sniffer names neither the row nor the option); None when nothing is found.
+
+    `columns`: what the reader made of the file when it could read it. Then only what it reads without
+    complaint is looked for: one column of `a;b;c` (another delimiter), a header without rows, no data at all.
+    """
+    dialect = {**_csv_defaults(path, options), **options}
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(_FAULT_BYTES if columns is None or len(columns) == 1 else 1 << 16)
+            complete = not fh.read(1)
+    except OSError:
+        return None  # what the reader said stands
+    if complete and not data.strip():
+        return CsvFault("the file is empty" if not data else "the file holds only blank lines",
+                        fix="put the data in it: a header line, then one line per row")
+    text, fault = _decode(data, str(dialect.get("encoding") or "utf-8").lower(), complete)
+    if fault is not None or text is None:  # bytes not of the encoding: so whatever the reader made of them
+        return fault
+    return _dialect_fault(io.StringIO(text, newline="").readlines(), dialect, columns, complete)
+
+
+def _decode(data: bytes, encoding: str, complete: bool) -> tuple[str | None, CsvFault | None]:
+    """The file's start as text, or why it is not in the encoding its options say."""
+    width = "le" if data.startswith(b"\xff\xfe") else "be" if data.startswith(b"\xfe\xff") else _utf16_order(data)
+    if width == "be":
+        return None, CsvFault("the file is UTF-16 big-endian, which the CSV reader cannot decode", 1,
+                              fix="save it as UTF-8 (or as UTF-16 little-endian, with `encoding: utf-16`)")
+    if encoding == "utf-16":
+        even = data[: len(data) - len(data) % 2]
+        return even.decode("utf-16" if data.startswith(b"\xff\xfe") else "utf-16-le", errors="replace"), None
+    if encoding == "latin-1":
+        return data.decode("latin-1"), None
+    if encoding != "utf-8":
+        return None, None  # not one the reader knows: validation reports the option itself
+    if width == "le":
+        return None, CsvFault("the file is UTF-16 text, not UTF-8", 1, {"encoding": "utf-16"}, fix="save it as UTF-8")
+    lines = data.split(b"\n")
+    for number, raw in enumerate(lines, 1):
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            if not complete and number == len(lines):
+                break  # cut inside a character where reading stopped
+            byte = raw[exc.start]
+            stray = {ord(c) - 0xDC00 for c in data.decode("utf-8", "surrogateescape") if "\udc80" <= c <= "\udcff"}
+            if any(0x80 <= b <= 0x9F for b in stray):  # Windows-1252 (€, curly quotes): Latin-1 would garble them
+                return None, CsvFault(f"line {number} is not UTF-8: byte 0x{byte:02x}; the file looks like Windows-1252, "
+                                      "which the CSV reader cannot decode", number, fix="save it as UTF-8")
+            return None, CsvFault(f"line {number} is not UTF-8: byte 0x{byte:02x} ({bytes([byte]).decode('latin-1')!r} "
+                                  "in Latin-1)", number, {"encoding": "latin-1"}, fix="save it as UTF-8")
+    return data.decode("utf-8-sig", errors="replace"), None
+
+
+def _utf16_order(data: bytes) -> str | None:
+    """'le' or 'be' when text without a byte order mark has every other byte NUL, as UTF-16 has."""
+    sample = data[:4096]
+    even, odd = sample[0::2], sample[1::2]
+    if len(odd) < 4:
+        return None
+    if odd.count(0) > len(odd) // 3 and even.count(0) == 0:
+        return "le"
+    if even.count(0) > len(even) // 3 and odd.count(0) == 0:
+        return "be"
+    return None
+
+
+def _dialect_fault(lines: list[str], dialect: dict[str, Any], columns: list[str] | None,
+                   complete: bool) -> CsvFault | None:
+    """The first row the pinned dialect cannot read: another delimiter, a row of another width, a quote left open;
+    or no rows at all."""
+    delim = str(dialect.get("delim", dialect.get("sep", ",")))
+    quote = str(dialect.get("quote") or '"')
+    escape = str(dialect.get("escape") or quote)
+    if len(delim) != 1 or len(quote) != 1 or len(escape) != 1:
+        return None  # a dialect Python's csv module cannot mirror
+    skip: int = dialect["skip"] if isinstance(dialect.get("skip"), int) else 0
+    comment = str(dialect.get("comment") or "")
+    body = ["\n" if comment and line.startswith(comment) else line for line in lines[skip:]]
+    if not complete:
+        body = body[:-1]  # the last line may be cut where reading stopped
+    reader = csv.reader(body, delimiter=delim, quotechar=quote, doublequote=escape == quote,
+                        escapechar=None if escape == quote else escape, strict=True)
+    width: int | None = None
+    first = start = rows = done = 0
+    try:
+        for record in reader:
+            start, done = skip + done + 1, reader.line_num
+            if not record:
+                continue  # a blank line: the reader skips it
+            if width is None:
+                width, first = len(record), start
+                fault = _delimiter_fault(lines[start - 1], delim, start) if width == 1 else None
+                if fault is not None:
+                    return fault
+                continue
+            rows += 1
+            if columns is None and len(record) != width:
+                shown = lines[start - 1].rstrip("\r\n")
+                header = "the header" if dialect.get("header", True) else f"line {first}"
+                return CsvFault(f"line {start} has {len(record)} fields where {header} has {width}: "
+                                f"{shown[:120]}{'…' if len(shown) > 120 else ''}", start,
+                                fix=f"correct line {start}: every row has {width} fields, and a value holding "
+                                    f"{delim!r} is quoted ({quote}a{delim} b{quote})")
+    except csv.Error as exc:
+        if columns is not None or not complete:
+            return None
+        if "end of data" in str(exc):
+            opened = skip + done + 1  # the row being read when the file ended
+            return CsvFault(f"the quoted value opened on line {opened} is never closed", opened,
+                            fix=f"close the quote (a {quote} inside a quoted value is written twice: {quote * 2})")
+        return CsvFault(f"line {skip + reader.line_num}: {exc}", skip + reader.line_num,
+                        fix=f"correct the quoting (a {quote} inside a quoted value is written twice: {quote * 2})")
+    if width is None and complete:
+        return CsvFault("the file holds no rows", fix="put the data in it: a header line, then one line per row")
+    if rows == 0 and complete and dialect.get("header", True) and not {"types", "columns"} & set(dialect) \
+            and not dialect.get("all_varchar"):
+        return CsvFault("the file has a header line but no rows, so its columns cannot be typed", first,
+                        fix="add its rows below the header (a source that is empty on purpose declares its column "
+                            "types in its options: `types: {column: TYPE}`, or `all_varchar: true`)")
+    return None
+
+
+def _delimiter_fault(line: str, delim: str, number: int) -> CsvFault | None:
+    """Line `number` reads as one column with `delim`, but splits on another delimiter."""
+    widths = {d: len(next(csv.reader([line], delimiter=d))) for d in _DELIMITERS if d != delim and d in line}
+    best = max(widths, key=lambda d: widths[d], default=None)
+    if best is None or widths[best] < 2:
+        return None
+    return CsvFault(f"line {number} reads as one column: its {widths[best]} fields are separated by {best!r} "
+                    f"({_DELIMITERS[best]}), not {delim!r}", number, {"delim": best},
+                    fix=f"save the file with {delim!r} between fields")
 
 
 class DuckDBSession:
