@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -26,13 +27,25 @@ class ProductRun:
 
 
 class RunEvents:
-    """Sends a build's events; a lineage server that cannot be reached never fails the build, it is reported."""
+    """Sends a build's events; a lineage server that cannot be reached never fails the build, it is reported.
+
+    Events go out in order from a thread of their own, so neither the transport (the OpenLineage client, loaded
+    on first use) nor a slow server holds up the build; `wait` returns once every event is sent or reported.
+    """
 
     def __init__(self, mesh: Mesh, emitter: LineageEmitter | None) -> None:
         self.mesh = mesh
         self.emitter = emitter
         self.lock = threading.Lock()
         self.problems: list[str] = []
+        self._sender: ThreadPoolExecutor | None = None
+
+    def wait(self) -> None:
+        """Return when every event sent so far is out (or its failure is in `problems`)."""
+        with self.lock:
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.shutdown(wait=True)
 
     def start(self, product: Product) -> ProductRun:
         run = ProductRun(product)
@@ -58,7 +71,13 @@ class RunEvents:
             producer=PRODUCER, dialect="duckdb",
         )
         with self.lock:
-            try:
-                self.emitter.emit(event)
-            except LineageNotSent as exc:
-                self.problems.append(f"{product.address}: OpenLineage {status} event not sent: {exc}")
+            if self._sender is None:
+                self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-lineage")
+            self._sender.submit(self._emit, self.emitter, event, f"{product.address}: OpenLineage {status} event")
+
+    def _emit(self, emitter: LineageEmitter, event: dict[str, Any], what: str) -> None:
+        try:
+            emitter.emit(event)
+        except LineageNotSent as exc:
+            with self.lock:
+                self.problems.append(f"{what} not sent: {exc}")

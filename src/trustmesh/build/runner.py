@@ -263,6 +263,8 @@ def _run(ctx: BuildContext, order: list[str], selector: str | None, full: bool, 
             "build": build_id, "status": row.status, "full": full, **counts,
             "failures": {r.address: r.message for r in results if r.status in ("failed", "blocked")}},
             at=row.finished_at)
+    if ctx.events:
+        ctx.events.wait()
     return BuildResult(build_id, results, list(ctx.events.problems) if ctx.events else [])
 
 

@@ -17,6 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 from urllib.parse import urlsplit
@@ -272,8 +273,15 @@ class LineageEmitter:
         if (path is None) == (url is None):
             raise UsageError("LineageEmitter needs a file path or an HTTP url, exactly one of them")
         self.target = str(path if path is not None else url)
-        self.transport = _file_transport(Path(path)) if path is not None else _http_transport(
-            str(url), endpoint, api_key, timeout)
+        self._path = Path(path) if path is not None else None
+        self._http = (str(url), endpoint, api_key, timeout)
+
+    @cached_property
+    def transport(self) -> Transport:
+        """The client's transport, made on first use: a build with nothing to report never loads the client."""
+        if self._path is not None:
+            return _file_transport(self._path)
+        return _http_transport(*self._http)
 
     def emit(self, event: Mapping[str, Any]) -> None:
         """Send one event from `run_events`; the client's `Serde` serialises it (a plain dict as it is)."""
@@ -284,8 +292,9 @@ class LineageEmitter:
                                  "or reachable, or configure another lineage target") from exc
 
     def close(self) -> None:
-        """Release the transport's connections."""
-        self.transport.close()
+        """Release the transport's connections (if it was ever opened)."""
+        if "transport" in self.__dict__:
+            self.transport.close()
 
 
 def _file_transport(path: Path) -> Transport:
