@@ -62,22 +62,34 @@ class RunEvents:
               error: str | None) -> None:
         if self.emitter is None:
             return
+        finished_at = None if status == "START" else utcnow()
+        with self.lock:
+            if self._sender is None:
+                self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-lineage")
+            self._sender.submit(self._emit, self.emitter, run, status, list(outputs), error, finished_at)
+
+    def _emit(self, emitter: LineageEmitter, run: ProductRun, status: str,
+              outputs: list[tuple[Any, Any, Any, int | None]], error: str | None, finished_at: datetime | None) -> None:
+        """Make the event (the OpenLineage client's models) and send it, on the sender's thread."""
         product = run.product
-        event = run_events(
+        try:
+            event = self._event(run, status, outputs, error, finished_at)
+            emitter.emit(event)
+        except LineageNotSent as exc:
+            with self.lock:
+                self.problems.append(f"{product.address}: OpenLineage {status} event not sent: {exc}")
+        except Exception as exc:  # a thread's error would otherwise vanish: the build reports it
+            with self.lock:
+                self.problems.append(f"{product.address}: OpenLineage {status} event not made: "
+                                     f"{type(exc).__name__}: {exc}")
+
+    def _event(self, run: ProductRun, status: str, outputs: list[tuple[Any, Any, Any, int | None]],
+               error: str | None, finished_at: datetime | None) -> dict[str, Any]:
+        product = run.product
+        return run_events(
             mesh_name=self.mesh.config.name, product=product, run_id=run.run_id, started_at=run.started_at,
-            finished_at=None if status == "START" else utcnow(), status=status,  # type: ignore[arg-type]
+            finished_at=finished_at, status=status,  # type: ignore[arg-type]
             inputs=[LineageInput.for_port(self.mesh.config.name, product, port) for port in product.inputs],
             outputs=outputs, sql_by_dataset={o.address: o.sql or "" for o in product.outputs}, error=error,
             producer=PRODUCER, dialect="duckdb",
         )
-        with self.lock:
-            if self._sender is None:
-                self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-lineage")
-            self._sender.submit(self._emit, self.emitter, event, f"{product.address}: OpenLineage {status} event")
-
-    def _emit(self, emitter: LineageEmitter, event: dict[str, Any], what: str) -> None:
-        try:
-            emitter.emit(event)
-        except LineageNotSent as exc:
-            with self.lock:
-                self.problems.append(f"{what} not sent: {exc}")
