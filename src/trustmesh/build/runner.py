@@ -79,6 +79,8 @@ class BuildContext:
     # Fingerprints (and what grants allow) found while deciding what changed, still true when the product
     # builds because nothing upstream of it builds first.
     _known: dict[str, tuple[Fingerprint, dict[str, InputAccess]]] = field(default_factory=dict)
+    # Where a built product's session is closed and its scratch folder removed, off the build's own thread.
+    _disposer: ThreadPoolExecutor | None = None
 
     def engine_for(self, product: Product) -> Engine:
         """The engine that builds `product`: its own choice (customProperties: engine), else the mesh's."""
@@ -217,6 +219,15 @@ def build(ctx: BuildContext, selector: str | None = None, *, full: bool = False,
     return _run(ctx, order, selector, full, progress)
 
 
+def _dispose(session: EngineSession | None, scratch: Path) -> None:
+    """Close a product's session, then remove its scratch folder (the database's spill files are in it)."""
+    try:
+        if session is not None:
+            session.close()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _run(ctx: BuildContext, order: list[str], selector: str | None, full: bool, progress: Progress) -> BuildResult:
     """Build products one after another on the engine, while a publisher thread commits finished ones.
 
@@ -237,7 +248,8 @@ def _run(ctx: BuildContext, order: list[str], selector: str | None, full: bool, 
                 _record_failure(ctx.store, build_id, result)
             progress.finished(result)
 
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-publish") as publisher:
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-publish") as publisher, \
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-dispose") as ctx._disposer:
         for address in order:
             product = ctx.mesh.products[address]
             progress.started(address, 2 + len(product.inputs) + 2 * len(product.outputs))
@@ -251,6 +263,7 @@ def _run(ctx: BuildContext, order: list[str], selector: str | None, full: bool, 
             outcome.add_done_callback(finish)
             outcomes[address] = outcome
         results = [outcomes[a].result() for a in order]
+    ctx._disposer = None  # every session is closed and every scratch folder gone by now
     with ctx.store.session() as meta:
         row = meta.get(BuildRow, build_id)
         assert row is not None
@@ -361,9 +374,10 @@ def _build_product(ctx: BuildContext, product: Product, build_id: str, full: boo
         return outcome("failed", message=str(exc).split("\n")[0].removeprefix(f"{product.address}: "),
                        problems=exc.problems)
     finally:
-        if session is not None:
-            session.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        if ctx._disposer is not None:  # freeing a product's database takes a while: the next one need not wait
+            ctx._disposer.submit(_dispose, session, scratch)
+        else:
+            _dispose(session, scratch)
 
     findings = lineage_findings(ctx.mesh, product, [c.lineage for c in candidates if c.lineage is not None])
 

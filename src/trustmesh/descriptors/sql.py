@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -82,16 +83,19 @@ def _table_refs(tree: exp.Expression) -> list[tuple[str, exp.Table]]:
 def parse_product_sql(text: str, file: str) -> tuple[ProductSql | None, list[Problem]]:
     """Parse one SELECT; a problem (with line) when it does not parse or is not a single read-only query.
 
-    Validation and the build parse the same text: the answer is remembered (`ProductSql.bind` works on a copy
-    of the tree, so sharing it is safe).
+    Validation and the build parse the same text, and so does every later build of an unchanged query: the
+    answer depends on the text alone and is remembered (`ProductSql.bind` works on a copy of the tree, so
+    sharing it is safe); the file it is read from only names where problems are.
     """
-    sql, problems = _parsed(text, file)
-    return sql, list(problems)
+    sql, problems = _parsed(text)
+    if sql is not None and sql.file != file:
+        sql = ProductSql(file, sql.tree, sql._bound)
+    return sql, [dataclasses.replace(p, file=file) for p in problems]
 
 
 @lru_cache(maxsize=2048)
-def _parsed(text: str, file: str) -> tuple[ProductSql | None, tuple[Problem, ...]]:
-    sql, problems = _parse(text, file)
+def _parsed(text: str) -> tuple[ProductSql | None, tuple[Problem, ...]]:
+    sql, problems = _parse(text, "")
     return sql, tuple(problems)
 
 

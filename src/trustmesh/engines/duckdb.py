@@ -313,18 +313,77 @@ def _delimiter_fault(line: str, delim: str, number: int) -> CsvFault | None:
                     fix=f"save the file with {delim!r} between fields")
 
 
+@dataclass
+class Purposes:
+    """The linkage purposes a session's `person_token` may use; set once the session knows its product."""
+
+    purposes: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A new database with no extension loading and, given a key, `person_token`: a session's start."""
+
+    con: duckdb.DuckDBPyConnection
+    purposes: Purposes
+    tokens: bool
+
+
+def prepare(token_key: Callable[[str], bytes] | None) -> Prepared:
+    """Open a database for a session; ahead of need, on a thread, when a build's products come one by one."""
+    con = _connect()
+    con.execute("SET autoinstall_known_extensions = false")
+    con.execute("SET autoload_known_extensions = false")
+    purposes = Purposes()
+    if token_key is not None:
+        _register_person_token(con, token_key, purposes)
+    return Prepared(con, purposes, token_key is not None)
+
+
+def _register_person_token(con: duckdb.DuckDBPyConnection, token_key: Callable[[str], bytes],
+                           allowed: Purposes) -> None:
+    """`person_token(purpose, nric)`: HMAC-SHA256 under the purpose's key of the canonical NRIC/FIN.
+
+    The key stays in Python: SQL sees the function's name, never its key. Only the purposes in `allowed`
+    (those of the product being built) may be used; anything else is an error.
+    """
+    import pyarrow as pa
+
+    def person_token(purposes: Any, values: Any) -> Any:
+        import pyarrow.compute as pc
+
+        found = pc.unique(purposes).to_pylist()
+        for purpose in found:
+            if purpose not in allowed.purposes:
+                raise ValueError(f"person_token: {purpose!r} is not a linkage purpose of this product's domain")
+        if len(found) == 1:  # the usual case: one purpose, so each distinct value is hashed once
+            key = token_key(allowed.purposes[found[0]])
+            flat = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
+            encoded = flat.dictionary_encode()
+            tokens = pa.array([None if v is None else _token(key, v) for v in encoded.dictionary.to_pylist()],
+                              pa.string())
+            return tokens.take(encoded.indices)
+        return pa.array([None if value is None else _token(token_key(allowed.purposes[purpose]), value)
+                         for purpose, value in zip(purposes.to_pylist(), values.to_pylist(), strict=True)],
+                        pa.string())
+
+    con.create_function("person_token", person_token, [VARCHAR, VARCHAR], VARCHAR, type="arrow",
+                        null_handling="special", side_effects=False)  # type: ignore[call-overload]
+
+
 class DuckDBSession:
     """One in-memory DuckDB connection; sources and versions are bound as views by name."""
 
     def __init__(self, allowed_directories: list[str] | None = None,
                  token_key: Callable[[str], bytes] | None = None, reach: Reach | None = None,
-                 tokens: bool = True, con: duckdb.DuckDBPyConnection | None = None) -> None:
-        self.con = con or _connect()
-        self.token_purposes: dict[str, str] = {}  # linkage purpose → key id, for the product being built
-        if token_key is not None and tokens:
-            self._register_person_token(token_key)
-        self.con.execute("SET autoinstall_known_extensions = false")
-        self.con.execute("SET autoload_known_extensions = false")
+                 tokens: bool = True, prepared: Prepared | None = None) -> None:
+        """`prepared`: a database opened ahead of need by `prepare` with the same `token_key`."""
+        if prepared is None:
+            prepared = prepare(token_key)
+        self.con = prepared.con
+        self._purposes = prepared.purposes  # linkage purpose → key id, for the product being built
+        if prepared.tokens and not (token_key is not None and tokens):
+            self.con.remove_function("person_token")
         if reach is not None:
             # One product's reach: its own files and folders, nothing else; no network, no extension.
             self.con.execute(f"SET temp_directory = {literal(reach.scratch)}")
@@ -338,39 +397,19 @@ class DuckDBSession:
             self.con.execute(f"SET temp_directory = {literal(dirs[-1] + 'tmp')}")
             self._lock()
 
+    @property
+    def token_purposes(self) -> dict[str, str]:
+        """The linkage purposes `person_token` may use in this session (those of the product being built)."""
+        return self._purposes.purposes
+
+    @token_purposes.setter
+    def token_purposes(self, purposes: dict[str, str]) -> None:
+        self._purposes.purposes = dict(purposes)
+
     def _lock(self) -> None:
         """No file outside the allowed ones, and the lock cannot be lifted from inside a query."""
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
-
-    def _register_person_token(self, token_key: Callable[[str], bytes]) -> None:
-        """`person_token(purpose, nric)`: HMAC-SHA256 under the purpose's key of the canonical NRIC/FIN.
-
-        The key stays in Python: SQL sees the function's name, never its key. Only the purposes set in
-        `token_purposes` (those of the product being built) may be used; anything else is an error.
-        """
-        import pyarrow as pa
-
-        def person_token(purposes: Any, values: Any) -> Any:
-            import pyarrow.compute as pc
-
-            found = pc.unique(purposes).to_pylist()
-            for purpose in found:
-                if purpose not in self.token_purposes:
-                    raise ValueError(f"person_token: {purpose!r} is not a linkage purpose of this product's domain")
-            if len(found) == 1:  # the usual case: one purpose, so each distinct value is hashed once
-                key = token_key(self.token_purposes[found[0]])
-                flat = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
-                encoded = flat.dictionary_encode()
-                tokens = pa.array([None if v is None else _token(key, v) for v in encoded.dictionary.to_pylist()],
-                                  pa.string())
-                return tokens.take(encoded.indices)
-            return pa.array([None if value is None else _token(token_key(self.token_purposes[purpose]), value)
-                             for purpose, value in zip(purposes.to_pylist(), values.to_pylist(), strict=True)],
-                            pa.string())
-
-        self.con.create_function("person_token", person_token, [VARCHAR, VARCHAR], VARCHAR, type="arrow",
-                                 null_handling="special", side_effects=False)  # type: ignore[call-overload]
 
     def _run(self, sql: str) -> duckdb.DuckDBPyConnection:
         try:
@@ -474,7 +513,7 @@ class DuckDBEngine:
                  token_key: Callable[[str], bytes] | None = None) -> None:
         self.allowed_directories = allowed_directories
         self.token_key = token_key
-        self._spare: list[duckdb.DuckDBPyConnection] = []
+        self._spare: list[Prepared] = []
         self._spare_lock = threading.Lock()
         self._opening: threading.Thread | None = None
 
@@ -483,23 +522,24 @@ class DuckDBEngine:
 
         `tokens`: whether `person_token` exists in it (a product of no linkage purpose's domain needs none).
         Product sessions come one after another in a build, so the next one's database is opened while this
-        one works (opening one costs ~13 ms); it has no reach until a session sets it, and then locks it.
+        one works (opening one, with `person_token`, costs ~20-30 ms); it has no reach until a session sets
+        it, and then locks it.
         """
         opening = self._opening
         if opening is not None:
             opening.join()
         with self._spare_lock:
-            con = self._spare.pop() if self._spare else None
-        session = DuckDBSession(self.allowed_directories, self.token_key, reach, tokens, con)
+            prepared = self._spare.pop() if self._spare else None
+        session = DuckDBSession(self.allowed_directories, self.token_key, reach, tokens, prepared)
         if reach is not None:
             self._opening = threading.Thread(target=self._open_spare, name="trustmesh-session-spare")
             self._opening.start()  # not a daemon: the interpreter waits for it before it shuts down
         return session
 
     def _open_spare(self) -> None:
-        con = _connect()
+        prepared = prepare(self.token_key)
         with self._spare_lock:
-            self._spare.append(con)
+            self._spare.append(prepared)
 
     def quote(self, identifier: str) -> str:
         return quote(identifier)
